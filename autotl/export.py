@@ -1,0 +1,123 @@
+"""Best model out (a Hugging Face model directory + autotl.json), and back in for predict.
+
+``best/`` is replaced atomically: the new model is written to a temporary directory and
+swapped in by two renames; a crash between them leaves ``best.old``, which `find_best`
+and the next search restore. A half-written ``best/`` never exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import ModelError
+from .model import MeanPoolHead, Pooling, TransferModel
+
+INFO = "autotl.json"
+HEAD_WEIGHTS = "autotl_head.safetensors"  # the mean-pooled head (not a transformers module)
+
+
+def versions() -> dict:
+    import optuna
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"autotl": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "optuna": optuna.__version__, "python": platform.python_version()}
+
+
+def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max_length: int) -> Path:
+    """Write `model` as RUN_DIR/best, atomically; returns the path."""
+    run_dir = Path(run_dir)
+    best, tmp, old = run_dir / "best", run_dir / f".best-tmp-{os.getpid()}", run_dir / "best.old"
+    restore_best(run_dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_model(model, tokenizer, tmp, max_length=max_length)
+    info = {**info, "head": {"pooling": model.pooling.value,
+                             "pipeline_compatible": model.pooling is Pooling.STANDARD},
+            "max_length": max_length, "versions": versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    (tmp / INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    if best.exists():
+        os.replace(best, old)
+    os.replace(tmp, best)
+    shutil.rmtree(old, ignore_errors=True)
+    return best
+
+
+def write_model(model: TransferModel, tokenizer, path: Path, *, max_length: int) -> None:
+    """The model's weights, config (with label names) and tokenizer as an HF directory."""
+    from safetensors.torch import save_file
+
+    model = model.to("cpu")
+    if model.pooling is Pooling.STANDARD:
+        model.net.save_pretrained(path)
+    else:
+        model.encoder.save_pretrained(path)
+        state = {k: v.contiguous() for k, v in model.head_.state_dict().items()}
+        save_file(state, str(path / HEAD_WEIGHTS))
+    tokenizer.model_max_length = max_length  # pipeline(..., truncation=True) then cuts where we do
+    tokenizer.save_pretrained(path)
+
+
+def restore_best(run_dir: Path) -> None:
+    """Undo a swap interrupted between its two renames."""
+    best, old = Path(run_dir) / "best", Path(run_dir) / "best.old"
+    if old.exists():
+        if best.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, best)
+
+
+def find_best(path) -> Path:
+    """RUN_DIR or RUN_DIR/best -> the model directory holding autotl.json."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path} does not exist; pass the --out directory of a finished `autotl search`")
+    if (path / INFO).is_file():
+        return path
+    restore_best(path)
+    if (path / "best" / INFO).is_file():
+        return path / "best"
+    raise ModelError(f"{path} holds no autotl model (no best/{INFO}); pass the --out directory of "
+                     "an `autotl search` that finished at least one trial")
+
+
+def read_info(path) -> dict:
+    return json.loads((find_best(path) / INFO).read_text())
+
+
+def load_model(path, device: str = "cpu") -> tuple[TransferModel, object, dict]:
+    """(model, tokenizer, info) from a run directory or its best/ directory."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    from .backbone import _quiet_transformers
+
+    _quiet_transformers()
+    best = find_best(path)
+    info = json.loads((best / INFO).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(best)
+    if info["head"]["pooling"] == Pooling.STANDARD.value:
+        model = TransferModel(Pooling.STANDARD, net=AutoModelForSequenceClassification.from_pretrained(best))
+    else:
+        encoder = AutoModel.from_pretrained(best, add_pooling_layer=False) \
+            if "bert" in getattr(encoder_config(best), "model_type", "") else AutoModel.from_pretrained(best)
+        state = load_file(str(best / HEAD_WEIGHTS))
+        head = MeanPoolHead(state["classifier.weight"].shape[1], state["classifier.weight"].shape[0], 0.0)
+        head.load_state_dict(state)
+        model = TransferModel(Pooling.MEAN, encoder=encoder, head=head)
+    return model.to(device).eval(), tokenizer, info
+
+
+def encoder_config(path):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path)

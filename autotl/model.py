@@ -1,0 +1,150 @@
+"""The model a trial trains: a pretrained encoder plus a classification head.
+
+Two heads, chosen by the search (`head.pooling`):
+- ``standard``: the architecture's own sequence-classification head (BERT: pooler on the
+  first token, dropout, linear). Saved as a plain ``AutoModelForSequenceClassification``,
+  so ``transformers.pipeline`` loads the exported model directly.
+- ``mean``: mean over the non-padding tokens, dropout, linear. Best on sentence-embedding
+  backbones trained with mean pooling (all-MiniLM-L6-v2); only autotl's loader knows it.
+
+Where the architecture lets us split it (BERT-style: pooler + dropout + classifier), the
+forward pass is ``head(features(inputs))`` so that a frozen encoder's features can be
+cached (`features.py`) and penalties can see them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+from torch import nn
+
+
+class Pooling(str, enum.Enum):
+    """How the head reads the encoder's output."""
+
+    STANDARD = "standard"  # the architecture's own head (BERT: pooler on [CLS]); pipeline-loadable
+    MEAN = "mean"  # masked mean over tokens + linear; autotl's loader only
+
+
+class MeanPoolHead(nn.Module):
+    """Dropout and a linear layer on mean-pooled token states."""
+
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_outputs)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(features))
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token states where attention_mask is 1."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def _find_layers(encoder: nn.Module, count: int) -> nn.ModuleList:
+    # Architectures name their layer stack differently (encoder.layer, transformer.layer,
+    # layers); the stack is the ModuleList with one entry per configured layer.
+    for module in encoder.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return module
+    raise ValueError(f"cannot find the {count} transformer layers of {type(encoder).__name__}")
+
+
+class TransferModel(nn.Module):
+    """Encoder + head, with the handles strategies need (blocks, head parameters)."""
+
+    def __init__(self, pooling: Pooling, *, net: nn.Module | None = None,
+                 encoder: nn.Module | None = None, head: nn.Module | None = None):
+        super().__init__()
+        self.pooling = Pooling(pooling)
+        if self.pooling is Pooling.STANDARD:
+            self.net = net  # AutoModelForSequenceClassification
+        else:
+            self.encoder_ = encoder
+            self.head_ = head
+        config = self.encoder.config
+        self.layers = _find_layers(self.encoder, config.num_hidden_layers)
+        # BERT-style standard heads can be split at the pooler output; others run whole.
+        self.splittable = self.pooling is Pooling.MEAN or (
+            getattr(self.encoder, "pooler", None) is not None
+            and isinstance(getattr(net, "classifier", None), nn.Linear)
+            and isinstance(getattr(net, "dropout", None), nn.Dropout)
+        )
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The pretrained transformer (without any classification head)."""
+        return self.net.base_model if self.pooling is Pooling.STANDARD else self.encoder_
+
+    @property
+    def config(self):
+        return self.encoder.config
+
+    def head_modules(self) -> list[nn.Module]:
+        """Modules that belong to the head and are new (not pretrained)."""
+        if self.pooling is Pooling.MEAN:
+            return [self.head_]
+        base = self.encoder
+        return [m for name, m in self.net.named_children() if m is not base]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.head_modules() for p in m.parameters()]
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def blocks(self) -> list[nn.Module]:
+        """Bottom-up: the embeddings, then each transformer layer."""
+        return [self._embeddings(), *self.layers]
+
+    def _embeddings(self) -> nn.Module:
+        # BERT-likes keep position/type embeddings and LayerNorm beside the word table in
+        # `.embeddings`; fall back to the word table alone.
+        return getattr(self.encoder, "embeddings", None) or self.encoder.get_input_embeddings()
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What the head reads: mean-pooled states, or the pooler output (standard head)."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        if self.pooling is Pooling.MEAN:
+            return mean_pool(out.last_hidden_state, attention_mask)
+        return out.pooler_output
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        if self.pooling is Pooling.MEAN:
+            return self.head_(features)
+        return self.net.classifier(self.net.dropout(features))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if not self.splittable:
+            return self.net(input_ids=input_ids, attention_mask=attention_mask).logits
+        return self.head(self.features(input_ids, attention_mask))
+
+
+def build_model(backbone_path: str, pooling: Pooling, *, num_outputs: int,
+                label_names: tuple[str, ...], regression: bool) -> TransferModel:
+    """Fresh pretrained encoder + new head, labels written into the config."""
+    from .backbone import load_pretrained
+
+    pooling = Pooling(pooling)
+    labels = {"num_labels": num_outputs}
+    if regression:
+        labels["problem_type"] = "regression"
+    else:
+        labels["id2label"] = dict(enumerate(label_names))
+        labels["label2id"] = {name: i for i, name in enumerate(label_names)}
+        labels["problem_type"] = "single_label_classification"
+    if pooling is Pooling.STANDARD:
+        return TransferModel(pooling, net=load_pretrained(backbone_path, standard_head=True, **labels))
+    encoder = load_pretrained(backbone_path, standard_head=False, **labels)
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None  # unused by mean pooling: keep it out of training and export
+    config = encoder.config
+    dropout = getattr(config, "classifier_dropout", None)
+    if dropout is None:
+        dropout = getattr(config, "hidden_dropout_prob", 0.1)
+    head = MeanPoolHead(config.hidden_size, num_outputs, dropout)
+    return TransferModel(pooling, encoder=encoder, head=head)

@@ -1,0 +1,111 @@
+"""One trial, from suggestion to score; and the same run rebuilt from params alone."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from dataclasses import dataclass
+
+from .batching import Encoded
+from .errors import StrategyError
+from .model import Pooling, TransferModel, build_model
+from .plugins import Registered
+from .train import FitResult, FitSettings, fit
+
+log = logging.getLogger("autotl")
+
+STRATEGY = "strategy"  # the first decision of every trial
+POOLING = "head.pooling"  # the head, searched with the strategy
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """Everything a trial needs besides its params; shared by all trials of a search."""
+
+    backbone_path: str  # local directory (or hub id) of the pretrained encoder
+    strategies: dict[str, Registered]  # the strategies being searched
+    poolings: tuple[str, ...]  # head choices: ("standard",) with --standard-head
+    train: Encoded
+    val: Encoded
+    label_names: tuple[str, ...]
+    num_outputs: int
+    fit: FitSettings  # metric, device, seed, deadline, progress
+
+
+@dataclass
+class TrialOutcome:
+    """A trained model and how it got there."""
+
+    model: TransferModel
+    result: FitResult
+    summary: str  # the Plan's one-line description
+
+
+def run_params(setup: TrialSetup, params: dict, on_epoch=None, desc: str = "") -> TrialOutcome:
+    """Build, prepare and train the configuration `params` (a trial's, or best_params)."""
+    name, pooling = params[STRATEGY], Pooling(params[POOLING])
+    strategy = setup.strategies[name].strategy
+    own = {k: v for k, v in params.items() if k.startswith(f"{name}.")}
+    import torch
+
+    torch.manual_seed(setup.fit.seed)  # the same head init for a config, whenever it runs
+    model = build_model(setup.backbone_path, pooling, num_outputs=setup.num_outputs,
+                        label_names=setup.label_names,
+                        regression=setup.fit.regression)
+    try:
+        plan = strategy.prepare(model, own)
+    except Exception as exc:
+        raise StrategyError(f"strategy '{name}' failed in prepare(): {type(exc).__name__}: {exc}") from exc
+    settings = setup.fit if not desc else _with_desc(setup.fit, desc)
+    result = fit(model, plan, setup.train, setup.val, settings, on_epoch=on_epoch)
+    return TrialOutcome(model, result, plan.summary)
+
+
+def _with_desc(settings: FitSettings, desc: str) -> FitSettings:
+    from dataclasses import replace
+
+    return replace(settings, desc=desc)
+
+
+class Objective:
+    """Optuna objective: strategy first, head next, then that strategy's own space."""
+
+    def __init__(self, setup: TrialSetup):
+        self.setup = setup
+        self.pending: dict[int, TrialOutcome] = {}  # finished models awaiting the callback
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        setup = self.setup
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        name = trial.suggest_categorical(STRATEGY, list(setup.strategies))
+        pooling = trial.suggest_categorical(POOLING, list(setup.poolings))
+        params = {STRATEGY: name, POOLING: pooling, **setup.strategies[name].strategy.search_space(trial)}
+
+        def report(epoch: int, score: float) -> None:
+            trial.report(score, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({score:.4f})")
+
+        try:
+            outcome = run_params(setup, params, on_epoch=report,
+                                 desc=f"trial {trial.number} {name}/{pooling}")
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
+            raise
+        result = outcome.result
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("epoch_scores", list(result.scores))
+        trial.set_user_attr("seconds", round(result.seconds, 2))
+        trial.set_user_attr("trainable_params", result.trainable_params)
+        trial.set_user_attr("summary", outcome.summary)
+        if result.truncated:
+            trial.set_user_attr("truncated", "stopped early at the --timeout")
+        self.pending[trial.number] = outcome
+        return result.best_score

@@ -1,0 +1,107 @@
+"""The leaderboard (CSV, JSON, a printed table) and the human report of why the winner won."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+from .objective import POOLING, STRATEGY
+
+COLUMNS = ["trial", "state", "strategy", "head", "score", "best_epoch", "seconds",
+           "trainable_params", "summary", "params", "error"]
+
+
+def leaderboard(study) -> list[dict]:
+    """One row per trial, best first (unfinished and failed trials last)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        own = {k: v for k, v in t.params.items() if k not in (STRATEGY, POOLING)}
+        rows.append({
+            "trial": t.number,
+            "state": t.state.name.lower(),
+            "strategy": t.params.get(STRATEGY, ""),
+            "head": t.params.get(POOLING, ""),
+            "score": t.value if t.state is TrialState.COMPLETE else _last(t),
+            "best_epoch": t.user_attrs.get("best_epoch", ""),
+            "seconds": round(t.duration.total_seconds(), 1) if t.duration else "",
+            "trainable_params": t.user_attrs.get("trainable_params", ""),
+            "summary": t.user_attrs.get("summary", t.user_attrs.get("truncated", "")),
+            "params": own,
+            "error": t.user_attrs.get("error", ""),
+        })
+    sign = 1 if study.direction.name == "MAXIMIZE" else -1
+    rank = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "fail": 4}
+    rows.sort(key=lambda r: (rank.get(r["state"], 5), -sign * (r["score"] if r["score"] != "" else 0)))
+    return rows
+
+
+def _last(t):
+    """A pruned trial's last reported score, for reference."""
+    return t.intermediate_values[t.last_step] if t.last_step is not None else ""
+
+
+def write_leaderboard(rows: list[dict], run_dir: Path) -> None:
+    with open(run_dir / "leaderboard.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "params": json.dumps(row["params"], default=str)})
+    (run_dir / "leaderboard.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+
+
+def format_table(rows: list[dict], metric: str, limit: int = 15) -> str:
+    """A fixed-width leaderboard for the terminal."""
+    head = f"{'#':>4}  {'state':<8} {'strategy':<16} {'head':<8} {metric:>9} {'epoch':>5} {'sec':>7} {'trainable':>10}  notes"
+    lines = [head, "-" * len(head)]
+    for r in rows[:limit]:
+        score = f"{r['score']:.4f}" if isinstance(r["score"], float) else ""
+        epoch = r["best_epoch"] + 1 if isinstance(r["best_epoch"], int) else ""
+        note = r["error"] or r["summary"]
+        lines.append(f"{r['trial']:>4}  {r['state']:<8} {r['strategy'][:16]:<16} {r['head']:<8} "
+                     f"{score:>9} {epoch:>5} {r['seconds']:>7} {r['trainable_params']:>10}  {note[:60]}")
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more in leaderboard.csv")
+    return "\n".join(lines)
+
+
+def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str) -> str:
+    """report.md: the winner, its margin over the best of every other strategy, test score."""
+    done = [r for r in rows if r["state"] == "complete"]
+    lines = ["# autotl report", ""]
+    if not done or info is None:
+        lines.append("No trial finished, so there is no best model yet.")
+    else:
+        win = done[0]
+        lines += [f"**Winner:** trial {win['trial']}, `{win['strategy']}` with the `{win['head']}` head "
+                  f"({win['summary']}): validation {metric} **{win['score']:.4f}** "
+                  f"at epoch {win['best_epoch'] + 1}, {win['trainable_params']:,} trainable parameters, "
+                  f"{win['seconds']} s.", ""]
+        test = (info.get("scores") or {}).get("test")
+        if test:
+            lines += [f"**Test set** ({test['rows']} rows, scored once for this model): "
+                      + ", ".join(f"{k} {v:.4f}" for k, v in test["metrics"].items()), ""]
+        lines += ["| strategy | best " + metric + " | margin to winner | trials (complete/pruned/failed) |",
+                  "|---|---|---|---|"]
+        for strategy in dict.fromkeys(r["strategy"] for r in rows if r["strategy"]):
+            mine = [r for r in rows if r["strategy"] == strategy]
+            best = next((r for r in done if r["strategy"] == strategy), None)
+            count = "/".join(str(sum(r["state"] == s for r in mine)) for s in ("complete", "pruned", "fail"))
+            if best:
+                lines.append(f"| {strategy} | {best['score']:.4f} | {best['score'] - win['score']:+.4f} | {count} |")
+            else:
+                lines.append(f"| {strategy} | - | - | {count} |")
+        lines.append("")
+        if info["head"]["pipeline_compatible"]:
+            lines.append("The winner uses the standard classification head: "
+                         '`transformers.pipeline("text-classification", model="best")` loads it '
+                         "directly and predicts what `autotl predict` predicts.")
+        else:
+            lines.append("The winner uses a mean-pooled head, which plain transformers cannot load: "
+                         "use `autotl predict` or `autotl.load()`. Search with `--standard-head` "
+                         "for a model that `transformers.pipeline` loads directly.")
+    text = "\n".join(lines) + "\n"
+    (run_dir / "report.md").write_text(text)
+    return text

@@ -1,0 +1,151 @@
+"""Run the study: trials until the budget is spent, best/ kept current, then the outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from . import study as studies
+from .errors import AutotlError
+from .export import INFO, find_best, load_model, restore_best, save_best
+from .objective import POOLING, STRATEGY, Objective, run_params
+from .report import format_table, leaderboard, write_leaderboard, write_report
+
+log = logging.getLogger("autotl")
+
+
+def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, seed, n_trials,
+              timeout, max_length, backbone, record):
+    from .api import SearchResult
+
+    restore_best(run_dir)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = studies.create_or_resume(
+        storage=studies.open_storage(storage, run_dir), study_name=study_name, record=record,
+        maximize=setup.fit.metric.maximize, seed=seed,
+        portfolio=studies.portfolio(setup.strategies, setup.poolings))
+    studies.recover_dead_trials(study)
+    objective = Objective(setup)
+    info_base = {"backbone": backbone.name, "metric": setup.fit.metric.name, "data": target.schema(),
+                 "study": study_name}
+
+    def on_trial(study, trial) -> None:
+        outcome = objective.pending.pop(trial.number, None)
+        best = _best_trial(study)
+        is_best = trial.state is TrialState.COMPLETE and best is not None and best.number == trial.number
+        if is_best and outcome is not None:
+            save_best(outcome.model, tokenizer, run_dir, _info(info_base, trial, outcome.summary),
+                      max_length=max_length)
+        log.info("%s", _trial_line(trial, setup.fit.metric.name, is_best, best))
+
+    remaining = studies.remaining_trials(study, n_trials)
+    interrupted = False
+    if remaining == 0:
+        log.info("the study already has %d finished trials; raise --n-trials to run more", n_trials)
+    else:
+        try:
+            study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
+                           callbacks=[on_trial])
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted: finished trials and the best model so far are kept in %s", run_dir)
+
+    best = _best_trial(study)
+    info = None
+    if best is not None and not interrupted:
+        info = _ensure_best(study, best, setup, tokenizer, run_dir, max_length, info_base)
+        if target.test is not None:
+            info = _score_test(run_dir, target, setup)
+    elif best is not None:
+        info = _read_info(run_dir)
+    rows = leaderboard(study)
+    write_leaderboard(rows, run_dir)
+    write_report(rows, info, run_dir, setup.fit.metric.name)
+    if best is None and not interrupted:
+        failed = [r for r in rows if r["error"]]
+        hint = f"; first error: {failed[0]['error']}" if failed else ""
+        raise AutotlError(f"no trial finished in {run_dir} ({len(rows)} tried){hint}")
+    print(format_table(rows, setup.fit.metric.name))
+    best_path = run_dir / "best" if best is not None else None
+    if best_path is not None:
+        print(f"\nbest: trial {best.number} {best.params[STRATEGY]}/{best.params[POOLING]} "
+              f"{setup.fit.metric.name}={best.value:.4f} -> {best_path}")
+        if info and (info.get("scores") or {}).get("test"):
+            test = info["scores"]["test"]["metrics"]
+            print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
+    return SearchResult(run_dir=run_dir, best_model=best_path,
+                        best_params=dict(best.params) if best else {},
+                        best_score=best.value if best else None, metric=setup.fit.metric.name,
+                        test_scores=(info or {}).get("scores", {}).get("test") if info else None,
+                        leaderboard=rows, interrupted=interrupted)
+
+
+def _best_trial(study):
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def _info(base: dict, trial, summary: str) -> dict:
+    return {**base, "trial": trial.number, "strategy": trial.params[STRATEGY],
+            "params": dict(trial.params), "summary": summary,
+            "scores": {"val": trial.value, "best_epoch": trial.user_attrs.get("best_epoch"),
+                       "epoch_scores": trial.user_attrs.get("epoch_scores"), "test": None},
+            "trainable_params": trial.user_attrs.get("trainable_params")}
+
+
+def _read_info(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((find_best(run_dir) / INFO).read_text())
+    except AutotlError:
+        return None
+
+
+def _ensure_best(study, best, setup, tokenizer, run_dir, max_length, info_base) -> dict:
+    """best/ must hold the study's best trial; rebuild it from its params when it does not
+    (the best trial finished in another process, or the search died before exporting)."""
+    info = _read_info(run_dir)
+    if info is not None and info.get("trial") == best.number and info.get("study") == info_base["study"]:
+        return info
+    log.info("rebuilding the best model (trial %d) from its parameters", best.number)
+    outcome = run_params(setup, dict(best.params), desc=f"rebuild trial {best.number}")
+    save_best(outcome.model, tokenizer, run_dir, _info(info_base, best, outcome.summary),
+              max_length=max_length)
+    return _read_info(run_dir)
+
+
+def _score_test(run_dir: Path, target, setup) -> dict:
+    """Score the exported model on --test once, with every metric of the task."""
+    from .batching import encode
+    from .metrics import METRICS
+    from .train import infer, predictions
+
+    model, tokenizer, info = load_model(run_dir, setup.fit.device)
+    encoded = encode(tokenizer, target.test.texts, target.test.targets, info["max_length"], key="test")
+    outputs = infer(model, encoded, pad_id=tokenizer.pad_token_id or 0, device=setup.fit.device)
+    predicted = predictions(outputs, setup.fit.regression)
+    metrics = {name: m(target.test.targets, predicted) for name, m in METRICS.items()
+               if m.task == target.task.value}
+    info["scores"]["test"] = {"rows": len(encoded), "metrics": metrics}
+    path = find_best(run_dir) / INFO
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return info
+
+
+def _trial_line(trial, metric: str, is_best: bool, best) -> str:
+    name = f"trial {trial.number} {trial.params.get(STRATEGY, '?')}/{trial.params.get(POOLING, '?')}"
+    secs = f"{trial.duration.total_seconds():.0f}s" if trial.duration else ""
+    if trial.state is TrialState.COMPLETE:
+        tag = "  (best so far)" if is_best else f"  (best: {best.value:.4f}, trial {best.number})"
+        return f"{name}: {metric} {trial.value:.4f} in {secs}{tag}"
+    if trial.state is TrialState.PRUNED:
+        return f"{name}: pruned after epoch {(trial.last_step or 0) + 1} in {secs}"
+    return f"{name}: failed: {trial.user_attrs.get('error', 'see the log')}"

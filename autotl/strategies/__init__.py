@@ -1,0 +1,1 @@
+"""autotl's built-in strategies, one family per module, each an ``autotl`` entry point."""

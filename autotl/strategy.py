@@ -1,0 +1,129 @@
+"""The Strategy protocol and the Plan it hands to the one training loop.
+
+A strategy is a small object: a ``name``, a ``search_space(trial)`` made only of
+``trial.suggest_*`` calls with keys namespaced ``"<name>.<param>"``, a ``prepare(model,
+params) -> Plan`` that never reads the trial (so a winner is rebuilt from its params alone),
+and ``defaults`` — the literature's recipe, enqueued as the first trial of its family.
+Strategies never see the training loop; they describe what to train and the loop does it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+# (model, features the head read this batch or None) -> scalar added to the loss
+Penalty = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """Parameters that share optimizer settings."""
+
+    params: tuple  # torch.nn.Parameter objects; everything not in any group stays frozen
+    lr: float  # peak learning rate (linear warmup, then linear decay to 0)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A phase of training with a fixed set of trainable parameters."""
+
+    groups: tuple[ParamGroup, ...]  # what trains in this stage; every other weight is frozen
+    epochs: int  # passes over the training split; validated (and maybe pruned) after each
+    penalty: Penalty | None = None  # extra loss term, e.g. L2-SP's pull to pretrained weights
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the training loop does for one trial."""
+
+    stages: tuple[Stage, ...]  # run in order; the model carries over from stage to stage
+    batch_size: int = 32  # examples per optimizer step
+    warmup_ratio: float = 0.1  # fraction of each stage's steps spent warming the lr up
+    summary: str = ""  # one line for the leaderboard, e.g. "embeddings + 4/6 layers frozen"
+
+    def __post_init__(self):
+        if not self.stages:
+            raise ValueError("a Plan needs at least one Stage")
+        for stage in self.stages:
+            if stage.epochs < 1:
+                raise ValueError(f"Stage.epochs must be >= 1, got {stage.epochs}")
+            if not any(group.params for group in stage.groups):
+                raise ValueError("every Stage needs at least one trainable parameter")
+        if self.batch_size < 1:
+            raise ValueError(f"Plan.batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def epochs(self) -> int:
+        return sum(stage.epochs for stage in self.stages)
+
+    def trainable_parameters(self) -> int:
+        """Distinct parameters (elements) that train in any stage."""
+        seen = {id(p): p for s in self.stages for g in s.groups for p in g.params}
+        return sum(p.numel() for p in seen.values())
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """A transfer method. Register instances through the ``autotl_strategies`` hook."""
+
+    name: str  # unique, identifier-like; prefix of every parameter key
+    description: str  # one line for `autotl strategies` and the report
+    defaults: Mapping[str, Any]  # the literature's recipe as namespaced params; enqueued first
+
+    def search_space(self, trial) -> dict[str, Any]:
+        """Suggest this strategy's parameters; keys are ``f"{name}.{param}"``."""
+
+    def prepare(self, model, params: Mapping[str, Any]) -> Plan:
+        """Freeze/regroup `model` for `params` and say how to train it. Never reads a trial."""
+
+
+def key(strategy_name: str, param: str) -> str:
+    """The namespaced parameter key."""
+    return f"{strategy_name}.{param}"
+
+
+@dataclass(frozen=True)
+class Training:
+    """The optimizer settings most strategies search, read back from namespaced params."""
+
+    lr: float
+    epochs: int
+    batch_size: int
+    weight_decay: float
+    warmup_ratio: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainingSpace:
+    """Ranges for `suggest_training`; strategies pick ranges that suit what they train."""
+
+    lr: tuple[float, float] = (1e-5, 2e-4)  # log-uniform
+    epochs: tuple[int, int] = (2, 4)
+    batch_sizes: Sequence[int] = (16, 32)
+    weight_decay: tuple[float, float] | None = (0.0, 0.1)  # None: not searched, 0
+
+
+def suggest_training(trial, name: str, space: TrainingSpace) -> dict[str, Any]:
+    """The shared optimizer part of a search space, namespaced under `name`."""
+    params = {
+        key(name, "lr"): trial.suggest_float(key(name, "lr"), *space.lr, log=True),
+        key(name, "epochs"): trial.suggest_int(key(name, "epochs"), *space.epochs),
+        key(name, "batch_size"): trial.suggest_categorical(key(name, "batch_size"), list(space.batch_sizes)),
+    }
+    if space.weight_decay is not None:
+        wd = key(name, "weight_decay")
+        params[wd] = trial.suggest_float(wd, *space.weight_decay)
+    return params
+
+
+def read_training(name: str, params: Mapping[str, Any]) -> Training:
+    """The `suggest_training` values back out of a params dict."""
+    return Training(
+        lr=float(params[key(name, "lr")]),
+        epochs=int(params[key(name, "epochs")]),
+        batch_size=int(params[key(name, "batch_size")]),
+        weight_decay=float(params.get(key(name, "weight_decay"), 0.0)),
+    )

@@ -1,0 +1,135 @@
+"""The Optuna study: storage, sampler, pruner, the literature portfolio, resume and budget."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from .errors import UsageError
+from .objective import POOLING, STRATEGY
+
+log = logging.getLogger("autotl")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+DEFAULT_POOLING = "mean"  # first-trial head: measured best on sentence-embedding backbones
+
+
+def open_storage(url: str | None, run_dir: Path):
+    """A journal file in the run directory by default (safe for several local processes);
+    a ``*.journal``/``*.log`` path as a journal file; any other string as an Optuna URL."""
+    if url is None or not ("://" in url):
+        path = Path(url) if url else run_dir / "study.journal"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return optuna.storages.get_storage(url)
+    except Exception as exc:  # bad URL, missing driver, unreachable server
+        raise UsageError(f"cannot open storage '{url}': {type(exc).__name__}: {exc}") from None
+
+
+class StrategyMedianPruner(optuna.pruners.BasePruner):
+    """Median pruning among trials *of the same strategy*.
+
+    Curves of different strategies are not comparable epoch by epoch (a probe's epoch 2 is
+    nothing like a fine-tune's), so a trial is pruned only when it is below the median of
+    its own family's finished trials at the same epoch, once `min_trials` of them exist.
+    """
+
+    def __init__(self, min_trials: int = 2):
+        self.min_trials = min_trials
+
+    def prune(self, study, trial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        value = trial.intermediate_values[step]
+        peers = [
+            t.intermediate_values[step]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if t.params.get(STRATEGY) == trial.params.get(STRATEGY) and step in t.intermediate_values
+        ]
+        if len(peers) < self.min_trials:
+            return False
+        median = sorted(peers)[len(peers) // 2]
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        return value < median if maximize else value > median
+
+
+def create_or_resume(*, storage, study_name: str, record: dict, maximize: bool, seed: int,
+                     portfolio: list[dict]) -> optuna.Study:
+    """Create the study (recording its settings, enqueueing the portfolio) or resume it."""
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                         n_startup_trials=max(5, len(portfolio)))
+    study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
+                                pruner=StrategyMedianPruner(),
+                                direction="maximize" if maximize else "minimize",
+                                load_if_exists=True)
+    recorded = study.user_attrs.get("autotl")
+    if recorded is None:
+        study.set_user_attr("autotl", record)
+        for params in portfolio:
+            study.enqueue_trial(params, skip_if_exists=True)
+        return study
+    _check_same(recorded, record, study_name)
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    log.info("resuming study '%s': %d finished trials", study_name, done)
+    return study
+
+
+def _check_same(recorded: dict, record: dict, study_name: str) -> None:
+    for field in record:
+        if recorded.get(field) != record[field]:
+            raise UsageError(
+                f"study '{study_name}' was started with {field}={recorded.get(field)!r} but this "
+                f"run has {field}={record[field]!r}; pass a new --out or --study-name to start "
+                "a fresh study, or repeat the original settings to resume it"
+            )
+
+
+def recover_dead_trials(study: optuna.Study) -> int:
+    """Fail (and re-enqueue) RUNNING trials whose worker process on this host is gone."""
+    host, revived = socket.gethostname(), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(t.user_attrs.get("worker", ""))
+        worker_host, _, pid = worker.rpartition(":")
+        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        study._storage.set_trial_user_attr(t._trial_id, "error", f"worker {worker} died mid-trial")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params)
+        revived += 1
+    if revived:
+        log.warning("%d trial(s) interrupted by a killed search were marked failed and queued again", revived)
+    return revived
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a trial "running" under our own pid is a leftover of a reused pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
+    """Trials still to run for a budget of `n_trials` finished trials in the whole study."""
+    if n_trials is None:
+        return None
+    return max(0, n_trials - len(study.get_trials(deepcopy=False, states=FINISHED)))
+
+
+def portfolio(strategies: dict, poolings: tuple[str, ...]) -> list[dict]:
+    """One literature-default trial per strategy, so even a tiny budget compares them all."""
+    pooling = DEFAULT_POOLING if DEFAULT_POOLING in poolings else poolings[0]
+    return [{STRATEGY: name, POOLING: pooling, **reg.strategy.defaults} for name, reg in strategies.items()]

@@ -1,0 +1,211 @@
+"""The one training loop: a Plan, a model and encoded data in; the best epoch's model out.
+
+Strategies never see this loop. Per stage it freezes what the Plan does not train, runs
+frozen blocks in eval mode (a frozen layer is a fixed feature extractor: no dropout),
+trains the head on cached features when the whole encoder is frozen, validates after
+every epoch, reports to the caller (which may prune), and keeps the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .batching import Encoded, batch_order, collate
+from .errors import StrategyError
+from .features import CACHE
+from .metrics import Metric
+from .strategy import Plan, Stage
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How to train, independent of the strategy."""
+
+    metric: Metric  # validation score; the best epoch by it is kept
+    regression: bool  # MSE loss on one output instead of cross-entropy
+    pad_id: int  # tokenizer's padding id
+    device: str = "cpu"  # "cpu" or "cuda[:n]"
+    seed: int = 0  # dropout, head init and batch order
+    deadline: float | None = None  # time.monotonic() after which no new epoch starts
+    progress: bool = False  # a tqdm bar per trial on stderr
+    desc: str = ""  # the bar's label
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What one training run achieved."""
+
+    best_score: float  # validation metric of the best epoch
+    best_epoch: int  # 0-based, counted over all stages
+    scores: tuple[float, ...]  # validation metric after each epoch run
+    seconds: float  # wall time of fit()
+    trainable_params: int  # elements trained in any stage
+    truncated: bool  # stopped before the Plan's last epoch because the deadline passed
+
+
+def autocast_for(device: str):
+    """bf16 autocast on GPUs that support it; a no-op elsewhere."""
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _stage_setup(model, stage: Stage) -> tuple[list, bool]:
+    """Set requires_grad for the stage; return (trainable params, encoder fully frozen)."""
+    trainable = {id(p): p for g in stage.groups for p in g.params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    encoder_frozen = not any(p.requires_grad for p in model.encoder.parameters())
+    return list(trainable.values()), encoder_frozen
+
+
+def _set_modes(model, encoder_frozen: bool) -> None:
+    model.train()
+    for block in ([model.encoder] if encoder_frozen else model.blocks()):
+        if not any(p.requires_grad for p in block.parameters()):
+            block.eval()
+
+
+def _schedule(optimizer, total_steps: int, warmup_ratio: float):
+    warmup = int(total_steps * warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _loss(logits: torch.Tensor, targets: torch.Tensor, regression: bool) -> torch.Tensor:
+    if regression:
+        return torch.nn.functional.mse_loss(logits.squeeze(-1).float(), targets.float())
+    return torch.nn.functional.cross_entropy(logits.float(), targets)
+
+
+def infer(model, data: Encoded, *, pad_id: int, device: str, batch_size: int = 128) -> np.ndarray:
+    """Raw outputs (logits or regression values) for every row, in row order."""
+    model.eval()
+    out = None
+    autocast = autocast_for(device)
+    with torch.no_grad():
+        for index in batch_order(data.lengths, batch_size, None):
+            ids, mask = collate(data, index, pad_id)
+            with autocast():
+                logits = model(ids.to(device), mask.to(device)).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(data), logits.shape[1]), dtype=np.float32)
+            out[index] = logits
+    return out
+
+
+def predictions(outputs: np.ndarray, regression: bool) -> np.ndarray:
+    return outputs[:, 0] if regression else outputs.argmax(axis=1)
+
+
+def fit(model, plan: Plan, train: Encoded, val: Encoded, settings: FitSettings,
+        on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
+    """Train `model` by `plan`; leave it holding the best epoch's weights."""
+    start = time.monotonic()
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    model.to(settings.device)
+    autocast = autocast_for(settings.device)
+    touched = list({id(p): p for s in plan.stages for g in s.groups for p in g.params}.values())
+    best_score, best_epoch, best_state, scores = None, -1, None, []
+    sign = 1 if settings.metric.maximize else -1
+    total_steps = sum(s.epochs * math.ceil(len(train) / plan.batch_size) for s in plan.stages)
+    bar = _bar(settings, total_steps)
+    epoch, truncated = 0, False
+    try:
+        for stage in plan.stages:
+            params, encoder_frozen = _stage_setup(model, stage)
+            cached = encoder_frozen and model.splittable
+            if cached:
+                feats = CACHE.features(model, train, pad_id=settings.pad_id,
+                                       device=settings.device, autocast=autocast)
+            optimizer = torch.optim.AdamW(
+                [{"params": list(g.params), "lr": g.lr, "weight_decay": g.weight_decay}
+                 for g in stage.groups if g.params])
+            steps = stage.epochs * math.ceil(len(train) / plan.batch_size)
+            scheduler = _schedule(optimizer, steps, plan.warmup_ratio)
+            for _ in range(stage.epochs):
+                if settings.deadline is not None and epoch > 0 and time.monotonic() > settings.deadline:
+                    truncated = True
+                    break
+                _set_modes(model, encoder_frozen)
+                for index in batch_order(train.lengths, plan.batch_size, rng):
+                    targets = torch.as_tensor(train.targets[index]).to(settings.device)
+                    with autocast():
+                        if cached:
+                            pooled = feats[torch.as_tensor(index)].to(settings.device)
+                            logits = model.head(pooled)
+                        elif model.splittable:
+                            ids, mask = collate(train, index, settings.pad_id)
+                            pooled = model.features(ids.to(settings.device), mask.to(settings.device))
+                            logits = model.head(pooled)
+                        else:
+                            ids, mask = collate(train, index, settings.pad_id)
+                            pooled, logits = None, model(ids.to(settings.device), mask.to(settings.device))
+                    loss = _loss(logits, targets, settings.regression)
+                    if stage.penalty is not None:
+                        loss = loss + stage.penalty(model, pooled)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    bar.update(1)
+                # One host sync per epoch, not per step: check the last loss here.
+                if not math.isfinite(loss.item()):
+                    raise StrategyError(f"loss became {loss.item()} in epoch {epoch + 1}; "
+                                        "the learning rate is probably too high")
+                score = evaluate(model, val, settings, cached=cached)
+                scores.append(score)
+                bar.set_postfix_str(f"epoch {epoch + 1} {settings.metric.name}={score:.4f}")
+                if best_score is None or sign * score > sign * best_score:
+                    best_score, best_epoch = score, epoch
+                    best_state = [p.detach().to("cpu", copy=True) for p in touched]
+                if on_epoch is not None:
+                    on_epoch(epoch, score)  # may raise optuna.TrialPruned
+                epoch += 1
+            if truncated:
+                break
+    finally:
+        bar.close()
+        for p in model.parameters():
+            p.requires_grad_(False)
+            p.grad = None
+    with torch.no_grad():
+        for p, saved in zip(touched, best_state):
+            p.copy_(saved)
+    model.eval()
+    return FitResult(best_score, best_epoch, tuple(scores), time.monotonic() - start,
+                     plan.trainable_parameters(), truncated)
+
+
+def evaluate(model, data: Encoded, settings: FitSettings, *, cached: bool = False) -> float:
+    """The validation metric for `data` with the model as it is."""
+    if cached:
+        feats = CACHE.features(model, data, pad_id=settings.pad_id, device=settings.device,
+                               autocast=autocast_for(settings.device))
+        model.eval()
+        with torch.no_grad():
+            outputs = model.head(feats.to(settings.device)).float().cpu().numpy()
+    else:
+        outputs = infer(model, data, pad_id=settings.pad_id, device=settings.device)
+    return settings.metric(data.targets, predictions(outputs, settings.regression))
+
+
+def _bar(settings: FitSettings, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=settings.desc, disable=not settings.progress, leave=False,
+                unit="step", dynamic_ncols=True)
