@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import optuna
@@ -37,23 +38,26 @@ def open_storage(url: str | None, run_dir: Path):
 class StrategyMedianPruner(optuna.pruners.BasePruner):
     """Median pruning among trials *of the same strategy*.
 
-    Curves of different strategies are not comparable epoch by epoch (a probe's epoch 2 is
-    nothing like a fine-tune's), so a trial is pruned only when it is below the median of
-    its own family's finished trials at the same epoch, once `min_trials` of them exist.
+    Curves of different strategies (and heads) are not comparable epoch by epoch (a probe's
+    epoch 2 is nothing like a fine-tune's), so a trial is pruned only when it is below the
+    median of its own (strategy, head) family's finished trials at the same epoch, once
+    `min_trials` of them exist, and never after its first epoch alone (slow starters).
     """
 
-    def __init__(self, min_trials: int = 2):
+    def __init__(self, min_trials: int = 2, warmup_epochs: int = 1):
         self.min_trials = min_trials
+        self.warmup_epochs = warmup_epochs  # never prune before this many epochs ran
 
     def prune(self, study, trial) -> bool:
         step = trial.last_step
-        if step is None:
+        if step is None or step < self.warmup_epochs:
             return False
         value = trial.intermediate_values[step]
+        family = (trial.params.get(STRATEGY), trial.params.get(POOLING))
         peers = [
             t.intermediate_values[step]
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            if t.params.get(STRATEGY) == trial.params.get(STRATEGY) and step in t.intermediate_values
+            if (t.params.get(STRATEGY), t.params.get(POOLING)) == family and step in t.intermediate_values
         ]
         if len(peers) < self.min_trials:
             return False
@@ -65,8 +69,10 @@ class StrategyMedianPruner(optuna.pruners.BasePruner):
 def create_or_resume(*, storage, study_name: str, record: dict, maximize: bool, seed: int,
                      portfolio: list[dict]) -> optuna.Study:
     """Create the study (recording its settings, enqueueing the portfolio) or resume it."""
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                         n_startup_trials=max(5, len(portfolio)))
+    with warnings.catch_warnings():  # `group` is "experimental" but is what conditional spaces need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                             n_startup_trials=max(5, len(portfolio)))
     study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
                                 pruner=StrategyMedianPruner(),
                                 direction="maximize" if maximize else "minimize",

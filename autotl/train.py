@@ -207,5 +207,6 @@ def evaluate(model, data: Encoded, settings: FitSettings, *, cached: bool = Fals
 def _bar(settings: FitSettings, total: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=settings.desc, disable=not settings.progress, leave=False,
+    # disable=None: bars only on a terminal, so CI logs and pipes stay readable.
+    return tqdm(total=total, desc=settings.desc, disable=None if settings.progress else True, leave=False,
                 unit="step", dynamic_ncols=True)
