@@ -1,0 +1,46 @@
+"""Fixtures: a tiny BERT built from a config (no downloads) and tiny CSVs in tmp_path."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from autotl.testing import make_tiny_backbone, sentiment_rows
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A 2-layer, 32-wide BERT and its WordPiece tokenizer, saved as an HF directory."""
+    return make_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def write_csv(path, rows, header=("text", "label")) -> str:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+@pytest.fixture
+def tiny_csv(tmp_path):
+    """A 60-row binary sentiment CSV."""
+    return write_csv(tmp_path / "data.csv", sentiment_rows(60))
+
+
+@pytest.fixture
+def tiny_test_csv(tmp_path):
+    return write_csv(tmp_path / "test.csv", sentiment_rows(20, seed=1))
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir):
+    """Factory: a fresh TransferModel on the tiny BERT."""
+    from autotl.model import build_model
+
+    def make(pooling="mean", labels=("negative", "positive")):
+        return build_model(tiny_model_dir, pooling, num_outputs=len(labels), label_names=labels,
+                           regression=False)
+
+    return make
