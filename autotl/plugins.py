@@ -44,9 +44,11 @@ class Registry:
     def _load_entry_points(self) -> None:
         seen = set()
         for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
-            if ep.name in self._disabled or ep.name in seen:
+            if ep.name in seen:
                 continue  # the same dist can be visible twice (e.g. editable + site-packages)
             seen.add(ep.name)
+            if ep.name in self._disabled:
+                continue
             dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else ""
             try:
                 plugin = ep.load()
@@ -98,8 +100,11 @@ class Registry:
         available = self.strategies()
         if not available:
             raise PluginError("no strategies are installed; reinstall autotl (pip install -e .)")
-        if not names:
+        if names is None:
             return available
+        if not names:
+            raise PluginError("no strategy named; pass names such as --strategies full_finetune,linear_probe "
+                              f"(installed: {', '.join(available)})")
         for name in names:
             if name not in available:
                 raise PluginError(one_of("strategy", name, available))
@@ -120,7 +125,7 @@ def _check(strategy, plugin: str) -> None:
     defaults = getattr(strategy, "defaults", None)
     if not isinstance(defaults, dict):
         raise PluginError(f'strategy "{name}" from plugin "{plugin}" needs a `defaults` dict')
-    bad = [k for k in defaults if not k.startswith(f"{name}.")]
+    bad = [k for k in defaults if not (isinstance(k, str) and k.startswith(f"{name}."))]
     if bad:
         raise PluginError(
             f'strategy "{name}" from plugin "{plugin}": defaults key {bad[0]!r} must be '

@@ -107,7 +107,8 @@ def recover_dead_trials(study: optuna.Study) -> int:
         worker_host, _, pid = worker.rpartition(":")
         if worker_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "error", f"worker {worker} died mid-trial")
+        study._storage.set_trial_user_attr(t._trial_id, "error", f"worker {worker} died mid-trial; re-queued")
+        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params)
         revived += 1
@@ -129,10 +130,12 @@ def _alive(pid: int) -> bool:
 
 
 def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
-    """Trials still to run for a budget of `n_trials` finished trials in the whole study."""
+    """Trials still to run for a budget of `n_trials` finished trials in the whole study.
+    Trials cut short by a killed worker do not count: their configuration runs again."""
     if n_trials is None:
         return None
-    return max(0, n_trials - len(study.get_trials(deepcopy=False, states=FINISHED)))
+    done = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if not t.user_attrs.get("interrupted")]
+    return max(0, n_trials - len(done))
 
 
 def portfolio(strategies: dict, poolings: tuple[str, ...]) -> list[dict]:

@@ -35,6 +35,7 @@ class FitSettings:
     seed: int = 0  # dropout, head init and batch order
     deadline: float | None = None  # time.monotonic() after which no new epoch starts
     progress: bool = False  # a tqdm bar per trial on stderr
+    use_cache: bool = True  # train on cached features when the whole encoder is frozen
     desc: str = ""  # the bar's label
 
 
@@ -127,7 +128,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded, settings: FitSettings,
     try:
         for stage in plan.stages:
             params, encoder_frozen = _stage_setup(model, stage)
-            cached = encoder_frozen and model.splittable
+            cached = settings.use_cache and encoder_frozen and model.splittable
             if cached:
                 feats = CACHE.features(model, train, pad_id=settings.pad_id,
                                        device=settings.device, autocast=autocast)

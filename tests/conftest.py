@@ -44,3 +44,31 @@ def tiny_model(tiny_model_dir):
                            regression=False)
 
     return make
+
+
+@pytest.fixture
+def fake_plugin(tmp_path, monkeypatch):
+    """Factory: install a plugin module as a fake distribution with an ``autotl`` entry point.
+
+    Writes ``<name>.py`` and ``<name>-0.1.dist-info`` into a folder put on sys.path (and
+    returned, for PYTHONPATH in subprocesses): importlib.metadata discovers it like a
+    pip-installed package, so the test goes through real entry-point loading.
+    """
+    import importlib
+    import sys
+
+    root = tmp_path / "site"
+    root.mkdir(exist_ok=True)
+
+    def install(name: str, source: str) -> str:
+        (root / f"{name}.py").write_text(source)
+        info = root / f"{name}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[autotl]\n{name} = {name}\n")
+        monkeypatch.syspath_prepend(str(root))
+        importlib.invalidate_caches()
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        return str(root)
+
+    return install

@@ -1,0 +1,214 @@
+"""End to end on the tiny BERT: the search, its outputs, resume, kill, pipeline, predict."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+import autotl
+from autotl.errors import UsageError
+from autotl.export import load_model, save_best
+from autotl.study import open_storage
+from autotl.testing import sentiment_rows
+
+BROKEN = '''
+from dataclasses import dataclass, field
+import autotl
+from autotl.strategies.probe import LinearProbe
+
+@dataclass
+class Broken(LinearProbe):
+    name: str = "broken"
+    description: str = "always fails"
+    defaults: dict = field(default_factory=lambda: {
+        f"broken.{k.split('.', 1)[1]}": v for k, v in LinearProbe().defaults.items()})
+
+    def prepare(self, model, params):
+        raise RuntimeError("boom: this strategy cannot prepare")
+
+@autotl.hookimpl
+def autotl_strategies():
+    return [Broken()]
+'''
+
+SLEEPY = '''
+import time
+from dataclasses import dataclass, field
+import autotl
+from autotl.strategies.probe import LinearProbe
+
+@dataclass
+class Sleepy(LinearProbe):
+    name: str = "sleepy"
+    description: str = "a probe that takes its time (to be killed mid-trial)"
+    defaults: dict = field(default_factory=lambda: {
+        f"sleepy.{k.split('.', 1)[1]}": v for k, v in LinearProbe().defaults.items()})
+
+    def prepare(self, model, params):
+        time.sleep(30)
+        return super().prepare(model, params)
+
+@autotl.hookimpl
+def autotl_strategies():
+    return [Sleepy()]
+'''
+
+
+def _search(csv, model, out, **kw):
+    kw.setdefault("progress", False)
+    return autotl.search(csv, model=model, out=out, **kw)
+
+
+def test_search_writes_leaderboard_report_and_best_model(tiny_csv, tiny_test_csv, tiny_model_dir, tmp_path):
+    result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=6, test=tiny_test_csv)
+    rows = result.leaderboard
+    assert len(rows) == 6
+    # the literature portfolio runs first: one trial per strategy, each with its defaults
+    first = sorted((r for r in rows if r["trial"] < 4), key=lambda r: r["trial"])
+    assert sorted(r["strategy"] for r in first) == ["freeze", "full_finetune", "l2sp", "linear_probe"]
+    registry = autotl.plugins.Registry().strategies()
+    for r in first:
+        assert r["params"] == registry[r["strategy"]].strategy.defaults
+    complete = [r for r in rows if r["state"] == "complete"]
+    assert result.best_score == max(r["score"] for r in complete)
+    info = json.loads((result.best_model / "autotl.json").read_text())
+    assert info["trial"] == rows[0]["trial"] and info["params"] == result.best_params
+    assert info["scores"]["val"] == result.best_score
+    assert info["data"]["label_names"] == ["negative", "positive"]
+    assert set(info["versions"]) >= {"autotl", "torch", "transformers", "optuna"}
+    assert set(info["scores"]["test"]["metrics"]) == {"accuracy", "f1_macro", "f1_weighted"}
+    assert info["scores"]["test"]["rows"] == 20
+    config = json.loads((result.best_model / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    table = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    assert list(table.columns) == ["trial", "state", "strategy", "head", "score", "best_epoch", "seconds",
+                                   "trainable_params", "summary", "params", "error"]
+    assert len(json.loads((tmp_path / "run" / "leaderboard.json").read_text())) == 6
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"trial {info['trial']}" in report and "Test set" in report
+
+
+def test_rerunning_the_same_command_resumes_the_study(tiny_csv, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    _search(tiny_csv, tiny_model_dir, out, n_trials=2, strategies=["linear_probe"])
+    again = _search(tiny_csv, tiny_model_dir, out, n_trials=4, strategies=["linear_probe"])
+    assert sorted(r["trial"] for r in again.leaderboard) == [0, 1, 2, 3]
+    same = _search(tiny_csv, tiny_model_dir, out, n_trials=4, strategies=["linear_probe"])
+    assert len(same.leaderboard) == 4  # budget already spent: nothing new runs
+    with pytest.raises(UsageError, match="metric"):
+        _search(tiny_csv, tiny_model_dir, out, n_trials=5, strategies=["linear_probe"], metric="f1_macro")
+
+
+def test_dataframe_input(tiny_model_dir, tmp_path):
+    frame = pd.DataFrame(sentiment_rows(40), columns=["review", "sentiment"])
+    result = _search(frame, tiny_model_dir, tmp_path / "run", n_trials=1, strategies=["linear_probe"])
+    assert result.best_model.is_dir()
+    assert autotl.predict(tmp_path / "run", frame)["prediction"].isin(["negative", "positive"]).all()
+
+
+def test_a_failing_strategy_fails_its_trial_and_the_search_goes_on(tiny_csv, tiny_model_dir, tmp_path, fake_plugin):
+    fake_plugin("autotl_broken", BROKEN)
+    result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=3,
+                     strategies=["broken", "linear_probe"])
+    failed = [r for r in result.leaderboard if r["state"] == "fail"]
+    assert failed and all(r["strategy"] == "broken" for r in failed)
+    assert "boom: this strategy cannot prepare" in failed[0]["error"]
+    assert result.best_params["strategy"] == "linear_probe"
+
+
+def test_every_trial_failing_is_a_clear_error(tiny_csv, tiny_model_dir, tmp_path, fake_plugin):
+    fake_plugin("autotl_broken2", BROKEN)
+    with pytest.raises(autotl.AutotlError, match="no trial finished.*boom"):
+        _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=2, strategies=["broken"])
+
+
+def test_standard_head_winner_loads_in_transformers_pipeline_and_agrees(tiny_csv, tiny_test_csv,
+                                                                          tiny_model_dir, tmp_path):
+    from transformers import pipeline
+
+    result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=3, standard_head=True,
+                     strategies=["full_finetune", "linear_probe"])
+    assert all(r["head"] == "standard" for r in result.leaderboard)
+    info = json.loads((result.best_model / "autotl.json").read_text())
+    assert info["head"]["pipeline_compatible"] is True
+    ours = autotl.predict(tmp_path / "run", tiny_test_csv)
+    texts = ours["text"].tolist()
+    theirs = pipeline("text-classification", model=str(result.best_model), device="cpu")(texts)
+    assert [t["label"] for t in theirs] == ours["prediction"].tolist()
+    probs = ours[["prob_negative", "prob_positive"]].max(axis=1).tolist()
+    assert [t["score"] for t in theirs] == pytest.approx(probs, abs=1e-5)
+    assert "pipeline" in (tmp_path / "run" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "standard"])
+def test_exported_model_round_trips_exactly(tiny_model, tiny_model_dir, tmp_path, pooling):
+    from autotl.backbone import load_tokenizer
+
+    model = tiny_model(pooling)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)  # "trained": differs from any fresh init
+    model.eval()
+    ids = torch.tensor([[2, 5, 6, 17, 3], [2, 9, 3, 0, 0]])
+    mask = (ids != 0).long()
+    expected = model(ids, mask)
+    save_best(model, load_tokenizer(tiny_model_dir), tmp_path, {"data": {}, "trial": 0}, max_length=32)
+    loaded, _, info = load_model(tmp_path)
+    assert info["head"]["pooling"] == pooling
+    assert torch.equal(loaded(ids, mask), expected)
+
+
+def test_a_killed_search_loses_no_finished_trial_and_resumes(tiny_csv, tiny_model_dir, tmp_path, fake_plugin):
+    site = fake_plugin("autotl_sleepy", SLEEPY)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "autotl.cli", "search", tiny_csv, "--model", tiny_model_dir,
+           "--strategies", "linear_probe,sleepy", "--n-trials", "3", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    # trial 0 (linear_probe) finishes and becomes best/; trial 1 (sleepy) sleeps in prepare()
+    while not (out / "best" / "autotl.json").exists() or "sleepy" not in _running(out):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.monotonic() < deadline, "the search never reached the sleepy trial"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    import optuna
+
+    study = optuna.load_study(study_name="autotl", storage=open_storage(None, out))
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[0] == "COMPLETE" and "RUNNING" in states.values()
+    model, _, info = load_model(out)  # the best model so far is intact
+    assert info["trial"] == 0
+
+    # Resume without the slow plugin's sleep: the interrupted trial is failed and re-queued.
+    (tmp_path / "site" / "autotl_sleepy.py").write_text(SLEEPY.replace("time.sleep(30)", "pass"))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="autotl", storage=open_storage(None, out))
+    trials = study.trials
+    killed = [t for t in trials if t.state.name == "FAIL"]
+    assert len(killed) == 1 and "died" in killed[0].user_attrs["error"]
+    rerun = [t for t in trials if t.params == killed[0].params and t.state.name == "COMPLETE"]
+    assert rerun, "the killed trial's configuration was not run again"
+    assert trials[0].state.name == "COMPLETE" and trials[0].value == info["scores"]["val"]
+    assert len(trials) == 4  # 3 finished + the killed one re-queued once; nothing duplicated
+
+
+def _running(out) -> str:
+    import optuna
+
+    path = out / "study.journal"
+    if not path.exists():
+        return ""
+    try:
+        study = optuna.load_study(study_name="autotl", storage=open_storage(None, out))
+    except Exception:
+        return ""
+    return " ".join(str(t.params.get("strategy")) for t in study.trials if t.state.name == "RUNNING")
