@@ -108,16 +108,11 @@ def load_model(path, device: str = "cpu") -> tuple[TransferModel, object, dict]:
     if info["head"]["pooling"] == Pooling.STANDARD.value:
         model = TransferModel(Pooling.STANDARD, net=AutoModelForSequenceClassification.from_pretrained(best))
     else:
-        encoder = AutoModel.from_pretrained(best, add_pooling_layer=False) \
-            if "bert" in getattr(encoder_config(best), "model_type", "") else AutoModel.from_pretrained(best)
+        encoder = AutoModel.from_pretrained(best)
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # not saved (mean pooling never used it): freshly initialized
         state = load_file(str(best / HEAD_WEIGHTS))
         head = MeanPoolHead(state["classifier.weight"].shape[1], state["classifier.weight"].shape[0], 0.0)
         head.load_state_dict(state)
         model = TransferModel(Pooling.MEAN, encoder=encoder, head=head)
     return model.to(device).eval(), tokenizer, info
-
-
-def encoder_config(path):
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(path)

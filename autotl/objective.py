@@ -75,6 +75,7 @@ class Objective:
     def __init__(self, setup: TrialSetup):
         self.setup = setup
         self.pending: dict[int, TrialOutcome] = {}  # finished models awaiting the callback
+        self.interrupted: dict | None = None  # params of a trial cut off by Ctrl-C, to re-queue
 
     def __call__(self, trial) -> float:
         import optuna
@@ -94,6 +95,11 @@ class Objective:
             outcome = run_params(setup, params, on_epoch=report,
                                  desc=f"trial {trial.number} {name}/{pooling}")
         except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted (Ctrl-C); re-queued")
+            trial.set_user_attr("interrupted", True)
+            self.interrupted = params
             raise
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")

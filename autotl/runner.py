@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -24,7 +25,8 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
     from .api import SearchResult
 
     restore_best(run_dir)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Our own line reports each failed trial; Optuna's warning would repeat it with a traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = studies.create_or_resume(
         storage=studies.open_storage(storage, run_dir), study_name=study_name, record=record,
         maximize=setup.fit.metric.maximize, seed=seed,
@@ -53,7 +55,10 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
                            callbacks=[on_trial])
         except KeyboardInterrupt:
             interrupted = True
-            log.warning("interrupted: finished trials and the best model so far are kept in %s", run_dir)
+            if objective.interrupted is not None:  # Optuna failed it; run it again next time
+                study.enqueue_trial(objective.interrupted)
+            log.warning("interrupted: finished trials and the best model so far are kept in %s; "
+                        "run the same command again to resume", run_dir)
 
     best = _best_trial(study)
     info = None
@@ -114,7 +119,9 @@ def _ensure_best(study, best, setup, tokenizer, run_dir, max_length, info_base) 
     if info is not None and info.get("trial") == best.number and info.get("study") == info_base["study"]:
         return info
     log.info("rebuilding the best model (trial %d) from its parameters", best.number)
-    outcome = run_params(setup, dict(best.params), desc=f"rebuild trial {best.number}")
+    # No deadline: the search's --timeout has passed by now, and a rebuild must run in full.
+    outcome = run_params(replace(setup, fit=replace(setup.fit, deadline=None)), dict(best.params),
+                         desc=f"rebuild trial {best.number}")
     save_best(outcome.model, tokenizer, run_dir, _info(info_base, best, outcome.summary),
               max_length=max_length)
     return _read_info(run_dir)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pandas as pd
 import pytest
 import torch
@@ -179,7 +180,6 @@ def test_a_killed_search_loses_no_finished_trial_and_resumes(tiny_csv, tiny_mode
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    import optuna
 
     study = optuna.load_study(study_name="autotl", storage=open_storage(None, out))
     states = {t.number: t.state.name for t in study.trials}
@@ -212,3 +212,35 @@ def _running(out) -> str:
     except Exception:
         return ""
     return " ".join(str(t.params.get("strategy")) for t in study.trials if t.state.name == "RUNNING")
+
+
+def test_ctrl_c_keeps_finished_work_and_requeues_the_cut_trial(tiny_csv, tiny_model_dir, tmp_path, fake_plugin):
+    site = fake_plugin("autotl_sleepy_int", SLEEPY.replace('"sleepy', '"sleepint'))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "autotl.cli", "search", tiny_csv, "--model", tiny_model_dir,
+           "--strategies", "linear_probe,sleepint", "--n-trials", "3", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not (out / "best" / "autotl.json").exists() or "sleepint" not in _running(out):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.monotonic() < deadline, "the search never reached the sleeping trial"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output
+    rows = json.loads((out / "leaderboard.json").read_text())
+    assert [r["state"] for r in sorted(rows, key=lambda r: r["trial"])][:2] == ["complete", "fail"]
+    assert "Ctrl-C" in rows[-1]["error"] or any("Ctrl-C" in r["error"] for r in rows)
+    assert load_model(out)[2]["trial"] == 0
+
+    (tmp_path / "site" / "autotl_sleepy_int.py").write_text(
+        SLEEPY.replace('"sleepy', '"sleepint').replace("time.sleep(30)", "pass"))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="autotl", storage=open_storage(None, out))
+    cut = [t for t in study.trials if t.state.name == "FAIL"]
+    assert len(cut) == 1 and cut[0].user_attrs["interrupted"] is True
+    assert any(t.params == cut[0].params and t.state.name == "COMPLETE" for t in study.trials)
+    assert len(study.trials) == 4
