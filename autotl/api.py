@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,15 +49,19 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
            n_trials: int | None = None, timeout: float | None = None, metric: str | None = None,
            val_frac: float = 0.2, val=None, test=None, out=None, storage: str | None = None,
            study_name: str = "autotl", seed: int = 0, max_length: int = 128,
-           standard_head: bool = False, disable_plugins: tuple[str, ...] = (),
+           standard_head: bool = False, refit: bool = True, disable_plugins: tuple[str, ...] = (),
            encoding: str = "utf-8", device: str = "auto", progress: bool = True) -> SearchResult:
     """Search transfer strategies x hyperparameters on a labelled text dataset.
 
     `data` is a CSV path or a pandas DataFrame with a text and a label column (inferred
     when not named). Returns the leaderboard, the best params and the best model's path
     (``RUN_DIR/best``, a Hugging Face model directory). Re-running with the same `out`
-    resumes the study. Raises `autotl.AutotlError` subclasses for bad input.
+    resumes the study. With `refit` (the default) the winning configuration is finally
+    retrained on train + validation rows; `timeout` bounds the whole search, refit
+    included. Raises `autotl.AutotlError` subclasses for bad input.
     """
+    from .budget import Budget
+
     from .backbone import load_backbone, load_tokenizer
     from .data import load_data
     from .metrics import get_metric
@@ -78,15 +81,16 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
     tokenizer = load_tokenizer(backbone.path)
     log.info("backbone %s (%d layers) on %s; searching %s; run directory %s", backbone.name,
              backbone.num_layers, device, ", ".join(selected), run_dir)
+    budget = Budget(timeout)
     setup = _trial_setup(target, backbone, tokenizer, selected, poolings, chosen_metric, device,
-                         seed, max_length, timeout, progress)
+                         seed, max_length, budget, progress)
     if n_trials is None and timeout is None:
         n_trials = DEFAULT_TRIALS
     from .runner import run_study
 
     return run_study(setup=setup, target=target, tokenizer=tokenizer, run_dir=run_dir,
                      storage=storage, study_name=study_name, seed=seed, n_trials=n_trials,
-                     timeout=timeout, max_length=max_length, backbone=backbone,
+                     budget=budget, refit=refit, max_length=max_length, backbone=backbone,
                      record={"data": target.fingerprint, "model": backbone.name,
                              "metric": chosen_metric.name, "strategies": sorted(selected),
                              "heads": list(poolings), "max_length": max_length, "seed": seed})
@@ -106,7 +110,7 @@ def _stem(data) -> str:
 
 
 def _trial_setup(target, backbone, tokenizer, selected, poolings, metric, device, seed,
-                 max_length, timeout, progress):
+                 max_length, budget, progress):
     from .batching import encode
     from .objective import TrialSetup
     from .train import FitSettings
@@ -122,7 +126,7 @@ def _trial_setup(target, backbone, tokenizer, selected, poolings, metric, device
         label_names=target.label_names, num_outputs=target.num_outputs,
         fit=FitSettings(metric=metric, regression=regression, pad_id=tokenizer.pad_token_id or 0,
                         device=device, seed=seed,
-                        deadline=None if timeout is None else time.monotonic() + timeout,
+                        deadline=budget,
                         progress=progress))
 
 

@@ -30,6 +30,12 @@ def encode(tokenizer, texts, targets, max_length: int, key: str) -> Encoded:
     return Encoded(tuple(tuple(x) for x in ids), np.asarray(targets), key)
 
 
+def concat(first: Encoded, second: Encoded) -> Encoded:
+    """The rows of both, in order (a refit's train + validation rows)."""
+    return Encoded(first.ids + second.ids, np.concatenate([first.targets, second.targets]),
+                   f"{first.key}+{second.key}")
+
+
 def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
     """Index batches of similar length. Shuffled (rng given): random pools of 50 batches are
     sorted by length, then the batch order is shuffled; unshuffled: sorted by length."""

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-length", type=int, default=128, help="max tokens per text (default 128)")
     s.add_argument("--standard-head", action="store_true",
                    help="search only the standard classification head, loadable by transformers.pipeline")
+    s.add_argument("--no-refit", action="store_true",
+                   help="keep the winning trial's own model instead of retraining its configuration "
+                        "on train + validation rows")
     s.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     s.add_argument("--encoding", default="utf-8", help="CSV encoding (default utf-8)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -110,7 +113,7 @@ def _search(args) -> int:
                     n_trials=args.n_trials, timeout=args.timeout, metric=args.metric,
                     val_frac=args.val_frac, val=args.val, test=args.test, out=args.out,
                     storage=args.storage, study_name=args.study_name, seed=args.seed,
-                    max_length=args.max_length, standard_head=args.standard_head,
+                    max_length=args.max_length, standard_head=args.standard_head, refit=not args.no_refit,
                     disable_plugins=tuple(args.disable_plugin), encoding=args.encoding,
                     device=args.device, progress=not args.no_progress)
     return 130 if result.interrupted else 0

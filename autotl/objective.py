@@ -28,7 +28,7 @@ class TrialSetup:
     strategies: dict[str, Registered]  # the strategies being searched
     poolings: tuple[str, ...]  # head choices: ("standard",) with --standard-head
     train: Encoded
-    val: Encoded
+    val: Encoded | None  # None for a refit on all labelled rows
     label_names: tuple[str, ...]
     num_outputs: int
     fit: FitSettings  # metric, device, seed, deadline, progress

@@ -79,6 +79,11 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
                   f"({win['summary']}): validation {metric} **{win['score']:.4f}** "
                   f"at epoch {win['best_epoch'] + 1}, {win['trainable_params']:,} trainable parameters, "
                   f"{win['seconds']} s.", ""]
+        if info.get("refit"):
+            r = info["refit"]
+            lines += [f"`best/` holds this configuration retrained on all {r['rows']} labelled rows "
+                      f"(train + validation) for the {r['epochs']} epoch(s) that won; the validation "
+                      "score above is the trial's, measured before the refit.", ""]
         test = (info.get("scores") or {}).get("test")
         if test:
             lines += [f"**Test set** ({test['rows']} rows, scored once for this model): "

@@ -15,13 +15,14 @@ from . import study as studies
 from .errors import AutotlError
 from .export import INFO, find_best, load_model, restore_best, save_best
 from .objective import POOLING, STRATEGY, Objective, run_params
+from .batching import concat
 from .report import format_table, leaderboard, write_leaderboard, write_report
 
 log = logging.getLogger("autotl")
 
 
 def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, seed, n_trials,
-              timeout, max_length, backbone, record):
+              budget, refit: bool, max_length, backbone, record):
     from .api import SearchResult
 
     restore_best(run_dir)
@@ -43,7 +44,11 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
         if is_best and outcome is not None:
             save_best(outcome.model, tokenizer, run_dir, _info(info_base, trial, outcome.summary),
                       max_length=max_length)
+            if refit:
+                budget.reserve = _refit_seconds(trial, setup)
         log.info("%s", _trial_line(trial, setup.fit.metric.name, is_best, best))
+        if budget.passed():
+            study.stop()  # the running trial was the last; the refit still fits the budget
 
     remaining = studies.remaining_trials(study, n_trials)
     interrupted = False
@@ -51,8 +56,7 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
         log.info("the study already has %d finished trials; raise --n-trials to run more", n_trials)
     else:
         try:
-            study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
-                           callbacks=[on_trial])
+            study.optimize(objective, n_trials=remaining, catch=(Exception,), callbacks=[on_trial])
         except KeyboardInterrupt:
             interrupted = True
             if objective.interrupted is not None:  # Optuna failed it; run it again next time
@@ -63,7 +67,7 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
     best = _best_trial(study)
     info = None
     if best is not None and not interrupted:
-        info = _ensure_best(study, best, setup, tokenizer, run_dir, max_length, info_base)
+        info = _final_model(best, setup, tokenizer, run_dir, max_length, info_base, refit)
         if target.test is not None:
             info = _score_test(run_dir, target, setup)
     elif best is not None:
@@ -98,7 +102,7 @@ def _best_trial(study):
 
 
 def _info(base: dict, trial, summary: str) -> dict:
-    return {**base, "trial": trial.number, "strategy": trial.params[STRATEGY],
+    return {**base, "refit": None, "trial": trial.number, "strategy": trial.params[STRATEGY],
             "params": dict(trial.params), "summary": summary,
             "scores": {"val": trial.value, "best_epoch": trial.user_attrs.get("best_epoch"),
                        "epoch_scores": trial.user_attrs.get("epoch_scores"), "test": None},
@@ -112,19 +116,45 @@ def _read_info(run_dir: Path) -> dict | None:
         return None
 
 
-def _ensure_best(study, best, setup, tokenizer, run_dir, max_length, info_base) -> dict:
-    """best/ must hold the study's best trial; rebuild it from its params when it does not
-    (the best trial finished in another process, or the search died before exporting)."""
+def _final_model(best, setup, tokenizer, run_dir, max_length, info_base, refit: bool) -> dict:
+    """best/ must hold the study's best trial, refit on all labelled rows when `refit`.
+
+    The trial's own model is exported as soon as it wins; the refit retrains the same
+    configuration on train + validation rows for the epochs that won (the validation rows
+    are data the final model should learn from; they have done their job of choosing).
+    When best/ holds another trial (it finished in another process, or the search died
+    before exporting), the configuration is rebuilt from its params alone.
+    """
     info = _read_info(run_dir)
-    if info is not None and info.get("trial") == best.number and info.get("study") == info_base["study"]:
+    current = info is not None and info.get("trial") == best.number and info.get("study") == info_base["study"]
+    if current and (not refit or info.get("refit")):
         return info
-    log.info("rebuilding the best model (trial %d) from its parameters", best.number)
-    # No deadline: the search's --timeout has passed by now, and a rebuild must run in full.
-    outcome = run_params(replace(setup, fit=replace(setup.fit, deadline=None)), dict(best.params),
-                         desc=f"rebuild trial {best.number}")
-    save_best(outcome.model, tokenizer, run_dir, _info(info_base, best, outcome.summary),
-              max_length=max_length)
+    epochs = int(best.user_attrs.get("best_epoch", 0)) + 1
+    # No deadline: the budget kept time back for this, and a final model must train in full.
+    fit = replace(setup.fit, deadline=None)
+    if refit:
+        rows = concat(setup.train, setup.val)
+        log.info("refitting trial %d's configuration on all %d labelled rows for %d epoch(s)",
+                 best.number, len(rows), epochs)
+        final = replace(setup, train=rows, val=None, fit=replace(fit, max_epochs=epochs))
+        outcome = run_params(final, dict(best.params), desc=f"refit trial {best.number}")
+        meta = {"rows": len(rows), "epochs": epochs, "seconds": round(outcome.result.seconds, 1)}
+    else:
+        log.info("rebuilding the best model (trial %d) from its parameters", best.number)
+        outcome = run_params(replace(setup, fit=fit), dict(best.params), desc=f"rebuild trial {best.number}")
+        meta = None
+    save_best(outcome.model, tokenizer, run_dir,
+              {**_info(info_base, best, outcome.summary), "refit": meta}, max_length=max_length)
     return _read_info(run_dir)
+
+
+def _refit_seconds(trial, setup) -> float:
+    """Estimated refit time of `trial`'s configuration: its seconds per epoch, for the
+    epochs that won, scaled to train + validation rows."""
+    epochs_run = max(1, len(trial.user_attrs.get("epoch_scores") or ()))
+    per_epoch = float(trial.user_attrs.get("seconds", 0.0)) / epochs_run
+    scale = (len(setup.train) + len(setup.val)) / max(1, len(setup.train))
+    return per_epoch * (int(trial.user_attrs.get("best_epoch", 0)) + 1) * scale
 
 
 def _score_test(run_dir: Path, target, setup) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .batching import Encoded, batch_order, collate
+from .budget import Budget
 from .errors import StrategyError
 from .features import CACHE
 from .metrics import Metric
@@ -33,7 +34,8 @@ class FitSettings:
     pad_id: int  # tokenizer's padding id
     device: str = "cpu"  # "cpu" or "cuda[:n]"
     seed: int = 0  # dropout, head init and batch order
-    deadline: float | None = None  # time.monotonic() after which no new epoch starts
+    deadline: Budget | None = None  # once passed, no new epoch starts (the first always runs)
+    max_epochs: int | None = None  # stop after this many epochs in all (a refit's best epoch)
     progress: bool = False  # a tqdm bar per trial on stderr
     use_cache: bool = True  # train on cached features when the whole encoder is frozen
     desc: str = ""  # the bar's label
@@ -111,9 +113,13 @@ def predictions(outputs: np.ndarray, regression: bool) -> np.ndarray:
     return outputs[:, 0] if regression else outputs.argmax(axis=1)
 
 
-def fit(model, plan: Plan, train: Encoded, val: Encoded, settings: FitSettings,
+def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSettings,
         on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
-    """Train `model` by `plan`; leave it holding the best epoch's weights."""
+    """Train `model` by `plan`; leave it holding the best epoch's weights.
+
+    Without `val` (a refit on all labelled rows) nothing is validated and the model keeps
+    its last epoch's weights; the result's score is NaN.
+    """
     start = time.monotonic()
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -138,7 +144,9 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded, settings: FitSettings,
             steps = stage.epochs * math.ceil(len(train) / plan.batch_size)
             scheduler = _schedule(optimizer, steps, plan.warmup_ratio)
             for _ in range(stage.epochs):
-                if settings.deadline is not None and epoch > 0 and time.monotonic() > settings.deadline:
+                if settings.max_epochs is not None and epoch >= settings.max_epochs:
+                    break
+                if settings.deadline is not None and epoch > 0 and settings.deadline.passed():
                     truncated = True
                     break
                 _set_modes(model, encoder_frozen)
@@ -168,6 +176,9 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded, settings: FitSettings,
                 if not math.isfinite(loss.item()):
                     raise StrategyError(f"loss became {loss.item()} in epoch {epoch + 1}; "
                                         "the learning rate is probably too high")
+                if val is None:
+                    epoch += 1
+                    continue
                 score = evaluate(model, val, settings, cached=cached)
                 scores.append(score)
                 bar.set_postfix_str(f"epoch {epoch + 1} {settings.metric.name}={score:.4f}")
@@ -177,17 +188,20 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded, settings: FitSettings,
                 if on_epoch is not None:
                     on_epoch(epoch, score)  # may raise optuna.TrialPruned
                 epoch += 1
-            if truncated:
+            if truncated or (settings.max_epochs is not None and epoch >= settings.max_epochs):
                 break
     finally:
         bar.close()
         for p in model.parameters():
             p.requires_grad_(False)
             p.grad = None
-    with torch.no_grad():
-        for p, saved in zip(touched, best_state):
-            p.copy_(saved)
+    if best_state is not None:
+        with torch.no_grad():
+            for p, saved in zip(touched, best_state):
+                p.copy_(saved)
     model.eval()
+    if val is None:
+        best_score, best_epoch = float("nan"), epoch - 1
     return FitResult(best_score, best_epoch, tuple(scores), time.monotonic() - start,
                      plan.trainable_parameters(), truncated)
 

@@ -220,7 +220,10 @@ def test_ctrl_c_keeps_finished_work_and_requeues_the_cut_trial(tiny_csv, tiny_mo
     cmd = [sys.executable, "-m", "autotl.cli", "search", tiny_csv, "--model", tiny_model_dir,
            "--strategies", "linear_probe,sleepint", "--n-trials", "3", "--out", str(out), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # A shell that runs this suite in the background (as CI may) ignores SIGINT, and the
+    # child would inherit that; give it the default disposition, as a terminal would.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "best" / "autotl.json").exists() or "sleepint" not in _running(out):
         assert proc.poll() is None, proc.stdout.read().decode()
@@ -244,3 +247,31 @@ def test_ctrl_c_keeps_finished_work_and_requeues_the_cut_trial(tiny_csv, tiny_mo
     assert len(cut) == 1 and cut[0].user_attrs["interrupted"] is True
     assert any(t.params == cut[0].params and t.state.name == "COMPLETE" for t in study.trials)
     assert len(study.trials) == 4
+
+
+def test_refit_retrains_the_winner_on_all_labelled_rows(tiny_csv, tiny_model_dir, tmp_path):
+    result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=2, strategies=["linear_probe"])
+    info = json.loads((result.best_model / "autotl.json").read_text())
+    best = next(r for r in result.leaderboard if r["trial"] == info["trial"])
+    assert info["refit"]["rows"] == 60  # 48 train + 12 validation rows
+    assert info["refit"]["epochs"] == best["best_epoch"] + 1
+    assert "retrained on all 60 labelled rows" in (tmp_path / "run" / "report.md").read_text()
+    kept = _search(tiny_csv, tiny_model_dir, tmp_path / "kept", n_trials=2, strategies=["linear_probe"],
+                   refit=False)
+    assert json.loads((kept.best_model / "autotl.json").read_text())["refit"] is None
+    # same trials, same winner; only the final training data differ
+    assert kept.best_params == result.best_params
+    refit_model, _, _ = load_model(tmp_path / "run")
+    kept_model, _, _ = load_model(tmp_path / "kept")
+    assert not all(torch.equal(a, b) for a, b in zip(refit_model.head_parameters(), kept_model.head_parameters()))
+
+
+def test_budget_reserves_time_for_the_refit():
+    from autotl.budget import Budget
+
+    clock = iter([100.0, 150.0, 150.0])
+    budget = Budget(timeout=60, clock=lambda: next(clock))  # ends at 160
+    assert not budget.passed()  # at 150
+    budget.reserve = 20  # the refit needs 20 s: trials must stop at 140
+    assert budget.passed()
+    assert Budget(None).passed() is False
