@@ -110,7 +110,10 @@ class Objective:
         trial.set_user_attr("epoch_scores", list(result.scores))
         trial.set_user_attr("seconds", round(result.seconds, 2))
         trial.set_user_attr("trainable_params", result.trainable_params)
-        trial.set_user_attr("summary", outcome.summary)
+        chosen = ", ".join(f"{k}={v}" for k, v in (result.finalized or {}).items())
+        trial.set_user_attr("summary", f"{outcome.summary} ({chosen})" if chosen else outcome.summary)
+        if result.finalized is not None:
+            trial.set_user_attr("finalized", result.finalized)
         if result.truncated:
             trial.set_user_attr("truncated", "stopped early at the --timeout")
         self.pending[trial.number] = outcome

@@ -17,7 +17,8 @@ COLUMNS = ["trial", "state", "strategy", "head", "score", "best_epoch", "seconds
 def leaderboard(study) -> list[dict]:
     """One row per trial, best first (unfinished and failed trials last)."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    # WAITING trials (portfolio entries the budget did not reach) have not run: not listed
+    for t in study.get_trials(deepcopy=False, states=[s for s in TrialState if s is not TrialState.WAITING]):
         own = {k: v for k, v in t.params.items() if k not in (STRATEGY, POOLING)}
         rows.append({
             "trial": t.number,

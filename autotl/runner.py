@@ -136,7 +136,8 @@ def _final_model(best, setup, tokenizer, run_dir, max_length, info_base, refit: 
         rows = concat(setup.train, setup.val)
         log.info("refitting trial %d's configuration on all %d labelled rows for %d epoch(s)",
                  best.number, len(rows), epochs)
-        final = replace(setup, train=rows, val=None, fit=replace(fit, max_epochs=epochs))
+        final = replace(setup, train=rows, val=None,
+                        fit=replace(fit, max_epochs=epochs, finalize_choice=best.user_attrs.get("finalized")))
         outcome = run_params(final, dict(best.params), desc=f"refit trial {best.number}")
         meta = {"rows": len(rows), "epochs": epochs, "seconds": round(outcome.result.seconds, 1)}
     else:

@@ -13,8 +13,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-# (model, features the head read this batch or None) -> scalar added to the loss
-Penalty = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a penalty may look at besides the model, for the current batch."""
+
+    features: Any  # what the head read this batch ([batch, hidden] tensor), None if unsplittable
+    rows: Any  # indices of the batch's rows in `data` (numpy array)
+    data: Any  # the Encoded training split (its `key` identifies it for the feature cache)
+    pad_id: int = 0  # the tokenizer's padding id, to encode rows the same way
+
+
+# (model, Step) -> scalar tensor added to the loss
+Penalty = Callable[[Any, Step], Any]
+# (model, score, chosen) -> dict | None: runs once after training, on the best epoch's
+# weights; may change the model (merge adapters, interpolate weights). score() validates the
+# model as it is now, higher is better whatever the metric. Returns what it chose (JSON-able);
+# in the final refit on all labelled rows score is None and `chosen` is the trial's choice.
+Finalize = Callable[[Any, Callable[[], float] | None, dict | None], dict | None]
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,7 @@ class Plan:
     batch_size: int = 32  # examples per optimizer step
     warmup_ratio: float = 0.1  # fraction of each stage's steps spent warming the lr up
     summary: str = ""  # one line for the leaderboard, e.g. "embeddings + 4/6 layers frozen"
+    finalize: Finalize | None = None  # after training: e.g. WiSE-FT's interpolation, merging LoRA
 
     def __post_init__(self):
         if not self.stages:
@@ -72,6 +90,8 @@ class Strategy(Protocol):
     name: str  # unique, identifier-like; prefix of every parameter key
     description: str  # one line for `autotl strategies` and the report
     defaults: Mapping[str, Any]  # the literature's recipe as namespaced params; enqueued first
+    # optional `rank: int`: place of the default trial in the first-trial portfolio (lower
+    # runs earlier; 50 when absent), so small budgets try the likely winners first
 
     def search_space(self, trial) -> dict[str, Any]:
         """Suggest this strategy's parameters; keys are ``f"{name}.{param}"``."""
@@ -117,6 +137,14 @@ def suggest_training(trial, name: str, space: TrainingSpace) -> dict[str, Any]:
         wd = key(name, "weight_decay")
         params[wd] = trial.suggest_float(wd, *space.weight_decay)
     return params
+
+
+def one_stage(params, training: Training, *, penalty: Penalty | None = None, summary: str = "",
+              finalize: Finalize | None = None, warmup_ratio: float = 0.1) -> Plan:
+    """The common Plan: one group of parameters trained for `training.epochs`."""
+    group = ParamGroup(tuple(params), training.lr, training.weight_decay)
+    return Plan((Stage((group,), training.epochs, penalty=penalty),), batch_size=training.batch_size,
+                warmup_ratio=warmup_ratio, summary=summary, finalize=finalize)
 
 
 def read_training(name: str, params: Mapping[str, Any]) -> Training:

@@ -138,7 +138,12 @@ def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
     return max(0, n_trials - len(done))
 
 
+DEFAULT_RANK = 50  # portfolio place of a strategy that does not say
+
+
 def portfolio(strategies: dict, poolings: tuple[str, ...]) -> list[dict]:
-    """One literature-default trial per strategy, so even a tiny budget compares them all."""
+    """One literature-default trial per strategy, so a small budget compares many families;
+    ordered by each strategy's `rank` (cheap and usually strong first), then by name."""
     pooling = DEFAULT_POOLING if DEFAULT_POOLING in poolings else poolings[0]
-    return [{STRATEGY: name, POOLING: pooling, **reg.strategy.defaults} for name, reg in strategies.items()]
+    order = sorted(strategies.items(), key=lambda item: (getattr(item[1].strategy, "rank", DEFAULT_RANK), item[0]))
+    return [{STRATEGY: name, POOLING: pooling, **reg.strategy.defaults} for name, reg in order]

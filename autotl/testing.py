@@ -58,7 +58,8 @@ def sentiment_rows(n: int, seed: int = 0, labels=LABELS) -> list[tuple[str, str]
 
 
 @functools.lru_cache(maxsize=1)
-def _shared_backbone() -> str:
+def shared_backbone() -> str:
+    """The tiny BERT every check in this process shares (built once, in a temp dir)."""
     return make_tiny_backbone(Path(tempfile.mkdtemp(prefix="autotl-tiny-")) / "bert")
 
 
@@ -66,7 +67,7 @@ def tiny_model(pooling: str = "mean", backbone: str | None = None):
     """A fresh TransferModel on the tiny BERT."""
     from .model import build_model
 
-    return build_model(backbone or _shared_backbone(), pooling, num_outputs=2, label_names=LABELS,
+    return build_model(backbone or shared_backbone(), pooling, num_outputs=2, label_names=LABELS,
                        regression=False)
 
 
@@ -79,7 +80,7 @@ def tiny_setup(backbone: str | None = None, n: int = 24):
     from .metrics import get_metric
     from .train import FitSettings
 
-    path = backbone or _shared_backbone()
+    path = backbone or shared_backbone()
     tokenizer = load_tokenizer(path)
 
     def enc(seed, name):
@@ -196,5 +197,5 @@ def check_strategy(strategy) -> None:
                                      f"{type(exc).__name__}: {exc}") from exc
 
 
-__all__ = ["StrategyConformance", "check_strategy", "make_tiny_backbone", "tiny_model", "tiny_setup",
+__all__ = ["StrategyConformance", "check_strategy", "make_tiny_backbone", "shared_backbone", "tiny_model", "tiny_setup",
            "sampled_params", "sentiment_rows"]

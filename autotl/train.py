@@ -22,7 +22,7 @@ from .budget import Budget
 from .errors import StrategyError
 from .features import CACHE
 from .metrics import Metric
-from .strategy import Plan, Stage
+from .strategy import Plan, Stage, Step
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class FitSettings:
     seed: int = 0  # dropout, head init and batch order
     deadline: Budget | None = None  # once passed, no new epoch starts (the first always runs)
     max_epochs: int | None = None  # stop after this many epochs in all (a refit's best epoch)
+    finalize_choice: dict | None = None  # a refit re-applies what finalize chose in the trial
     progress: bool = False  # a tqdm bar per trial on stderr
     use_cache: bool = True  # train on cached features when the whole encoder is frozen
     desc: str = ""  # the bar's label
@@ -51,6 +52,7 @@ class FitResult:
     seconds: float  # wall time of fit()
     trainable_params: int  # elements trained in any stage
     truncated: bool  # stopped before the Plan's last epoch because the deadline passed
+    finalized: dict | None = None  # what the Plan's finalize chose (e.g. WiSE-FT's alpha)
 
 
 def autocast_for(device: str):
@@ -165,7 +167,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                             pooled, logits = None, model(ids.to(settings.device), mask.to(settings.device))
                     loss = _loss(logits, targets, settings.regression)
                     if stage.penalty is not None:
-                        loss = loss + stage.penalty(model, pooled)
+                        loss = loss + stage.penalty(model, Step(pooled, index, train, settings.pad_id))
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
                     optimizer.step()
@@ -200,10 +202,16 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
             for p, saved in zip(touched, best_state):
                 p.copy_(saved)
     model.eval()
+    finalized = None
     if val is None:
         best_score, best_epoch = float("nan"), epoch - 1
+        if plan.finalize is not None:  # a refit: apply what the trial chose, nothing to score
+            finalized = plan.finalize(model, None, settings.finalize_choice)
+    elif plan.finalize is not None:
+        finalized = plan.finalize(model, lambda: sign * evaluate(model, val, settings), None)
+        best_score = evaluate(model, val, settings)  # the model kept is the finalized one
     return FitResult(best_score, best_epoch, tuple(scores), time.monotonic() - start,
-                     plan.trainable_parameters(), truncated)
+                     plan.trainable_parameters(), truncated, finalized)
 
 
 def evaluate(model, data: Encoded, settings: FitSettings, *, cached: bool = False) -> float:

@@ -8,6 +8,16 @@ import pytest
 
 from autotl.testing import make_tiny_backbone, sentiment_rows
 
+BUILTINS = {  # autotl's own strategies -> the entry point (plugin) that provides each
+    "full_finetune": "autotl.finetune", "freeze": "autotl.finetune", "surgical": "autotl.finetune",
+    "bitfit": "autotl.finetune", "reinit_top": "autotl.finetune",
+    "linear_probe": "autotl.probe", "lp_ft": "autotl.probe",
+    "l2sp": "autotl.regularize", "l1": "autotl.regularize", "l2": "autotl.regularize",
+    "bss": "autotl.regularize", "delta": "autotl.regularize",
+    "llrd": "autotl.schedule", "gradual_unfreeze": "autotl.schedule",
+    "wise_ft": "autotl.interpolate",
+}
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):

@@ -15,14 +15,12 @@ from pathlib import Path
 import pytest
 
 from autotl.cli import duration, main
+from autotl.plugins import Registry
 from autotl.testing import sentiment_rows
 
-BUILTINS = {  # strategy -> the entry point (plugin) that provides it
-    "full_finetune": "autotl.finetune",
-    "freeze": "autotl.finetune",
-    "linear_probe": "autotl.probe",
-    "l2sp": "autotl.regularize",
-}
+from conftest import BUILTINS  # noqa: E402  (strategy -> the entry point that provides it)
+INSTALLED = sorted(Registry().strategies())  # built-ins plus installed plugins (autotl-peft)
+SEARCHED = ["freeze", "full_finetune", "l2sp", "linear_probe"]  # the CLI end-to-end search's four
 LEADERBOARD_COLUMNS = ["trial", "state", "strategy", "head", "score", "best_epoch", "seconds",
                        "trainable_params", "summary", "params", "error"]
 
@@ -98,7 +96,7 @@ SEARCH_ERRORS = [
     ("class too small", [], "small_class", ["class 'rare' has only 1 row", "--val"]),
     ("unknown strategy", ["--strategies", "full_finetun"], None,
      ["unknown strategy 'full_finetun'", "(did you mean 'full_finetune'?)",
-      "choose from: freeze, full_finetune, l2sp, linear_probe"]),
+      "choose from: " + ", ".join(INSTALLED)]),
     ("unknown strategy in a list", ["--strategies", "linear_probe, l2sp,frezee"], None,
      ["unknown strategy 'frezee'", "(did you mean 'freeze'?)"]),
     ("unknown metric", ["--metric", "acuracy"], None,
@@ -202,7 +200,7 @@ def test_strategies_lists_builtins_in_process(capsys):
     out, err = capsys.readouterr()
     check_strategies_listing(out)
     headers = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
-    assert headers == sorted(BUILTINS)
+    assert headers == INSTALLED and set(BUILTINS) <= set(INSTALLED)
     assert "error" not in err
 
 
@@ -254,7 +252,7 @@ def searched(tmp_path_factory, tiny_model_dir):
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         code = main(["search", data, "--model", tiny_model_dir, "--n-trials", "4", "--out", str(run),
-                     "--test", test, "--no-progress"])
+                     "--test", test, "--no-progress", "--strategies", ",".join(SEARCHED)])
     return code, out.getvalue(), err.getvalue(), run, test
 
 
@@ -285,8 +283,8 @@ def test_search_writes_run_directory(searched):
     assert sorted(int(r["trial"]) for r in rows) == [0, 1, 2, 3]
     assert {r["state"] for r in rows} <= {"complete", "pruned", "fail"}
     assert rows[0]["state"] == "complete"
-    # the first four trials are the literature defaults of the four built-in strategies
-    assert sorted(r["strategy"] for r in rows) == sorted(BUILTINS)
+    # the first four trials are the literature defaults of the four strategies searched
+    assert sorted(r["strategy"] for r in rows) == SEARCHED
     for r in rows:
         assert all(k.startswith(f"{r['strategy']}.") for k in json.loads(r["params"])), r
     board = json.loads((run / "leaderboard.json").read_text())

@@ -19,8 +19,8 @@ from autotl.errors import PluginError
 from autotl.plugins import Registry
 from autotl.testing import check_strategy
 
-BUILTINS = {"full_finetune": "autotl.finetune", "freeze": "autotl.finetune",
-            "linear_probe": "autotl.probe", "l2sp": "autotl.regularize"}
+from conftest import BUILTINS  # noqa: E402
+INSTALLED = sorted(Registry().strategies())  # built-ins plus installed first-party plugins
 
 HEAD_ONLY = '''
 import autotl
@@ -111,7 +111,7 @@ def install(tmp_path, monkeypatch):
 def test_third_party_strategy_is_discovered_beside_builtins(install):
     names = install({"myplug": HEAD_ONLY})
     strategies = Registry().strategies()
-    assert sorted(strategies) == sorted([*BUILTINS, "head_only"])
+    assert sorted(strategies) == sorted([*INSTALLED, "head_only"])
     mine = strategies["head_only"]
     assert (mine.plugin, mine.distribution) == ("myplug", "myplug 0.1")
     assert type(mine.strategy).__module__ == names["myplug"]
@@ -165,7 +165,7 @@ def test_import_error_through_the_cli(install, capsys):
 def test_disabling_the_broken_plugin_loads_the_rest(install):
     install({"myplug": BROKEN_IMPORT})
     registry = Registry(disabled=("myplug",))
-    assert sorted(registry.strategies()) == sorted(BUILTINS)
+    assert sorted(registry.strategies()) == INSTALLED
 
 
 def test_disable_plugin_in_the_cli(capsys):
@@ -173,7 +173,9 @@ def test_disable_plugin_in_the_cli(capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     headers = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
-    assert headers == ["freeze", "full_finetune", "l2sp"]
+    probe_family = [n for n, plugin in BUILTINS.items() if plugin == "autotl.probe"]
+    assert probe_family == ["linear_probe", "lp_ft"]
+    assert headers == [n for n in INSTALLED if n not in probe_family]
 
 
 def test_disabling_an_unknown_plugin_suggests_installed_ones():
@@ -262,14 +264,14 @@ def test_select_unknown_strategy_lists_the_installed_ones():
     registry = Registry()
     with pytest.raises(PluginError) as info:
         registry.select(["nosuch"])
-    assert str(info.value) == "unknown strategy 'nosuch'; choose from: freeze, full_finetune, l2sp, linear_probe"
+    assert str(info.value) == "unknown strategy 'nosuch'; choose from: " + ", ".join(INSTALLED)
     with pytest.raises(PluginError, match=r"unknown strategy 'linear_prob' \(did you mean 'linear_probe'\?\)"):
         registry.select(["full_finetune", "linear_prob"])
 
 
 def test_select_all_named_and_deduplicated():
     registry = Registry()
-    assert list(registry.select(None)) == sorted(BUILTINS)
+    assert list(registry.select(None)) == INSTALLED
     with pytest.raises(PluginError, match="no strategy named"):
         registry.select([])
     picked = registry.select(["l2sp", "freeze", "l2sp"])

@@ -67,12 +67,14 @@ def _search(csv, model, out, **kw):
 
 
 def test_search_writes_leaderboard_report_and_best_model(tiny_csv, tiny_test_csv, tiny_model_dir, tmp_path):
-    result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=6, test=tiny_test_csv)
+    result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=6, test=tiny_test_csv,
+                     strategies=["freeze", "full_finetune", "l2sp", "linear_probe"])
     rows = result.leaderboard
     assert len(rows) == 6
-    # the literature portfolio runs first: one trial per strategy, each with its defaults
+    # the literature portfolio runs first: one trial per strategy, each with its defaults,
+    # in rank order (the cheap probe, then the standard recipe, ...)
     first = sorted((r for r in rows if r["trial"] < 4), key=lambda r: r["trial"])
-    assert sorted(r["strategy"] for r in first) == ["freeze", "full_finetune", "l2sp", "linear_probe"]
+    assert [r["strategy"] for r in first] == ["linear_probe", "full_finetune", "freeze", "l2sp"]
     registry = autotl.plugins.Registry().strategies()
     for r in first:
         assert r["params"] == registry[r["strategy"]].strategy.defaults
@@ -93,6 +95,13 @@ def test_search_writes_leaderboard_report_and_best_model(tiny_csv, tiny_test_csv
     assert len(json.loads((tmp_path / "run" / "leaderboard.json").read_text())) == 6
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"trial {info['trial']}" in report and "Test set" in report
+
+
+def test_a_small_budget_runs_the_first_of_the_portfolio_and_lists_only_what_ran(tiny_csv, tiny_model_dir,
+                                                                               tmp_path):
+    result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=2)  # every installed strategy
+    assert [r["strategy"] for r in sorted(result.leaderboard, key=lambda r: r["trial"])] == \
+        ["linear_probe", "full_finetune"]
 
 
 def test_rerunning_the_same_command_resumes_the_study(tiny_csv, tiny_model_dir, tmp_path):

@@ -73,7 +73,7 @@ def test_nan_loss_fails_the_trial_with_a_message(tiny_model):
     train, val, settings = tiny_setup()
     model = tiny_model("mean")
     plan = Plan((Stage((ParamGroup(tuple(model.head_parameters()), 1e-2),), 1,
-                       penalty=lambda m, f: torch.tensor(float("nan"))),), batch_size=8)
+                       penalty=lambda m, step: torch.tensor(float("nan"))),), batch_size=8)
     with pytest.raises(StrategyError, match="nan"):
         fit(model, plan, train, val, settings)
 

@@ -1,7 +1,9 @@
-"""`linear_probe`: the pretrained encoder stays frozen; only the new head trains.
+"""Head-first families: `linear_probe` (the encoder never trains) and `lp_ft` (probe, then
+fine-tune everything from that head: Kumar et al. 2022).
 
-With the whole encoder frozen, the loop computes the head's input features once per
-search (`autotl.features`) and every probe trial trains on them: a trial costs seconds.
+While the whole encoder is frozen, the loop computes the head's input features once per
+search (`autotl.features`) and trains the head on them: a probe costs seconds, and LP-FT's
+first stage is nearly free.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..hookspecs import hookimpl
-from ..strategy import ParamGroup, Plan, Stage, TrainingSpace, read_training, suggest_training
+from ..strategy import (ParamGroup, Plan, Stage, TrainingSpace, key, one_stage, read_training,
+                        suggest_training)
 
 
 @dataclass
 class LinearProbe:
     name: str = "linear_probe"
+    rank: int = 0  # place of its default trial in the first-trial portfolio
     description: str = "encoder frozen, only the head trains (features computed once per search)"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(
         lr=(1e-3, 5e-2), epochs=(10, 40), batch_sizes=(32, 64), weight_decay=(0.0, 0.01)))
@@ -27,12 +31,38 @@ class LinearProbe:
         return suggest_training(trial, self.name, self.space)
 
     def prepare(self, model, params):
+        return one_stage(model.head_parameters(), read_training(self.name, params), warmup_ratio=0.0,
+                         summary="head only")
+
+
+@dataclass
+class LPFT:
+    name: str = "lp_ft"
+    rank: int = 20  # place of its default trial in the first-trial portfolio
+    description: str = "linear probe first, then fine-tune everything from that head (Kumar et al. 2022)"
+    space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(1e-5, 1e-4), epochs=(2, 4)))
+    defaults: dict = field(default_factory=lambda: {
+        "lp_ft.probe_lr": 1e-2, "lp_ft.probe_epochs": 10, "lp_ft.lr": 3e-5, "lp_ft.epochs": 3,
+        "lp_ft.batch_size": 32, "lp_ft.weight_decay": 0.01,
+    })
+
+    def search_space(self, trial):
+        return {
+            key(self.name, "probe_lr"): trial.suggest_float(key(self.name, "probe_lr"), 1e-3, 5e-2, log=True),
+            key(self.name, "probe_epochs"): trial.suggest_int(key(self.name, "probe_epochs"), 5, 20),
+            **suggest_training(trial, self.name, self.space),
+        }
+
+    def prepare(self, model, params):
         t = read_training(self.name, params)
-        group = ParamGroup(tuple(model.head_parameters()), t.lr, t.weight_decay)
-        return Plan((Stage((group,), t.epochs),), batch_size=t.batch_size, warmup_ratio=0.0,
-                    summary="head only")
+        probe = Stage((ParamGroup(tuple(model.head_parameters()), float(params[key(self.name, "probe_lr")])),),
+                      int(params[key(self.name, "probe_epochs")]))
+        # Kumar et al.: fine-tuning from a good head distorts pretrained features less,
+        # so the second stage uses a small learning rate for everything.
+        tune = Stage((ParamGroup(tuple(model.parameters()), t.lr, t.weight_decay),), t.epochs)
+        return Plan((probe, tune), batch_size=t.batch_size, summary="probe, then all weights")
 
 
 @hookimpl
 def autotl_strategies():
-    return [LinearProbe()]
+    return [LinearProbe(), LPFT()]

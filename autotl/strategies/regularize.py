@@ -1,8 +1,15 @@
-"""`l2sp`: fine-tune everything, penalized toward the pretrained weights (Li et al. 2018).
+"""Fine-tune everything with a penalty added to the loss.
 
-Loss + alpha/2 * ||w - w0||^2 over the pretrained encoder + beta/2 * ||w||^2 over the new
-head. Plain weight decay pulls toward zero and forgets what pretraining learned; L2-SP
-pulls toward the starting point instead.
+- `l2sp` (Li et al. 2018): alpha/2 ||w - w0||^2 over the encoder (pull to the *pretrained*
+  weights) + beta/2 ||w||^2 over the new head.
+- `l1`, `l2`: the seed article's penalties lambda * sum|w| and lambda * sum w^2 over every
+  weight (pull toward *zero*: sparsity, small weights).
+- `bss` (Chen et al. 2019): eta * sum of the k smallest squared singular values of the
+  batch's feature matrix, shrinking the directions that carry untransferable noise.
+- `delta` (Li et al. 2019): alpha * ||f(x) - f0(x)||^2, the distance between the features
+  the head reads and the frozen pretrained encoder's; f0 comes from the feature cache (the
+  same entries the probes use). A simplification of DELTA: pooled features, no per-channel
+  attention weights.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..hookspecs import hookimpl
-from ..strategy import ParamGroup, Plan, Stage, TrainingSpace, key, read_training, suggest_training
+from ..strategy import TrainingSpace, key, one_stage, read_training, suggest_training
 
 
 class L2SPPenalty:
@@ -22,22 +29,89 @@ class L2SPPenalty:
         self.free = list(free)
         self.alpha, self.beta = alpha, beta
 
-    def __call__(self, model, features=None):
+    def __call__(self, model, step=None):
         pull = sum(((p - p0) ** 2).sum() for p, p0 in zip(self.anchored, self.start))
         decay = sum((p ** 2).sum() for p in self.free)
         return 0.5 * self.alpha * pull + 0.5 * self.beta * decay
 
 
+class NormPenalty:
+    """strength * sum(|w|^p) over `params`: p=1 is L1 (lasso), p=2 is L2 (ridge)."""
+
+    def __init__(self, params, strength: float, power: int):
+        self.params, self.strength, self.power = list(params), strength, power
+
+    def __call__(self, model, step=None):
+        if self.power == 1:
+            return self.strength * sum(p.abs().sum() for p in self.params)
+        return self.strength * sum((p * p).sum() for p in self.params)
+
+
+class BSSPenalty:
+    """eta * sum of the k smallest squared singular values of the batch features."""
+
+    def __init__(self, eta: float, k: int):
+        self.eta, self.k = eta, k
+
+    def __call__(self, model, step):
+        import torch
+
+        if step is None or step.features is None:
+            raise ValueError("bss needs the head's input features; this model's head cannot be split")
+        singular = torch.linalg.svdvals(step.features.float())  # descending
+        return self.eta * (singular[-self.k:] ** 2).sum()
+
+
+class DeltaPenalty:
+    """alpha * mean over the batch of ||f(x) - f0(x)||^2, f0 from the frozen pretrained copy."""
+
+    def __init__(self, model, alpha: float):
+        import copy
+
+        self.teacher = copy.deepcopy(model).eval()  # the pretrained encoder, never trained
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.alpha = alpha
+        self.targets = {}  # data key -> teacher features (looked up in the shared cache once)
+
+    def __call__(self, model, step):
+        import torch
+
+        from ..features import CACHE
+
+        if step is None or step.features is None:
+            raise ValueError("delta needs the head's input features; this model's head cannot be split")
+        device = step.features.device
+        if step.data.key not in self.targets:
+            self.teacher.to(device)
+            self.targets[step.data.key] = CACHE.features(self.teacher, step.data, pad_id=step.pad_id,
+                                                         device=str(device), autocast=_no_autocast)
+            self.teacher.to("cpu")
+        reference = self.targets[step.data.key][torch.as_tensor(step.rows)].to(device)
+        return self.alpha * ((step.features.float() - reference) ** 2).sum(dim=1).mean()
+
+
+def _no_autocast():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _defaults(name: str, **extra) -> dict:
+    return {**{key(name, k): v for k, v in extra.items()}, key(name, "lr"): 5e-5, key(name, "epochs"): 3,
+            key(name, "batch_size"): 32}
+
+
+_SPACE = TrainingSpace(lr=(1e-5, 1.5e-4), weight_decay=None)  # the penalty is the regularizer
+
+
 @dataclass
 class L2SP:
     name: str = "l2sp"
+    rank: int = 50  # place of its default trial in the first-trial portfolio
     description: str = "full fine-tune with an L2-SP pull toward the pretrained weights; strength searched"
-    space: TrainingSpace = field(default_factory=lambda: TrainingSpace(
-        lr=(1e-5, 1.5e-4), weight_decay=None))
-    defaults: dict = field(default_factory=lambda: {
-        "l2sp.alpha": 0.01, "l2sp.beta": 1e-4, "l2sp.lr": 5e-5, "l2sp.epochs": 3,
-        "l2sp.batch_size": 32,
-    })
+    space: TrainingSpace = field(default_factory=lambda: _SPACE)
+    defaults: dict = field(default_factory=lambda: _defaults("l2sp", alpha=0.01, beta=1e-4))
 
     def search_space(self, trial):
         return {
@@ -47,14 +121,82 @@ class L2SP:
         }
 
     def prepare(self, model, params):
-        t = read_training(self.name, params)
         penalty = L2SPPenalty(model.encoder_parameters(), model.head_parameters(),
                               float(params[key(self.name, "alpha")]), float(params[key(self.name, "beta")]))
-        group = ParamGroup(tuple(model.parameters()), t.lr, t.weight_decay)
-        return Plan((Stage((group,), t.epochs, penalty=penalty),), batch_size=t.batch_size,
-                    summary=f"L2-SP alpha={penalty.alpha:.2g}")
+        return one_stage(model.parameters(), read_training(self.name, params), penalty=penalty,
+                         summary=f"L2-SP alpha={penalty.alpha:.2g}")
+
+
+@dataclass
+class Norm:
+    """`l1` or `l2`: lambda * sum|w|^p over every weight."""
+
+    power: int = 2
+    name: str = "l2"
+    rank: int = 95  # place of its default trial in the first-trial portfolio
+    description: str = "full fine-tune + lambda * sum(w^2): pulls weights toward zero"
+    strength: tuple[float, float] = (1e-7, 1e-4)  # sum(w^2) of a 22M-weight MiniLM is ~3e4
+    default_strength: float = 1e-6
+    space: TrainingSpace = field(default_factory=lambda: _SPACE)
+    defaults: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.defaults = self.defaults or _defaults(self.name, strength=self.default_strength)
+
+    def search_space(self, trial):
+        lam = trial.suggest_float(key(self.name, "strength"), *self.strength, log=True)
+        return {key(self.name, "strength"): lam, **suggest_training(trial, self.name, self.space)}
+
+    def prepare(self, model, params):
+        lam = float(params[key(self.name, "strength")])
+        return one_stage(model.parameters(), read_training(self.name, params),
+                         penalty=NormPenalty(model.parameters(), lam, self.power), summary=f"lambda={lam:.2g}")
+
+
+@dataclass
+class BSS:
+    name: str = "bss"
+    rank: int = 90  # place of its default trial in the first-trial portfolio
+    description: str = "full fine-tune + batch spectral shrinkage of the smallest feature singular values (Chen et al. 2019)"
+    space: TrainingSpace = field(default_factory=lambda: _SPACE)
+    defaults: dict = field(default_factory=lambda: _defaults("bss", eta=1e-3, k=1))
+
+    def search_space(self, trial):
+        return {
+            key(self.name, "eta"): trial.suggest_float(key(self.name, "eta"), 1e-4, 1e-1, log=True),
+            key(self.name, "k"): trial.suggest_int(key(self.name, "k"), 1, 4),
+            **suggest_training(trial, self.name, self.space),
+        }
+
+    def prepare(self, model, params):
+        eta, k = float(params[key(self.name, "eta")]), int(params[key(self.name, "k")])
+        return one_stage(model.parameters(), read_training(self.name, params), penalty=BSSPenalty(eta, k),
+                         summary=f"BSS eta={eta:.2g} k={k}")
+
+
+@dataclass
+class Delta:
+    name: str = "delta"
+    rank: int = 92  # place of its default trial in the first-trial portfolio
+    description: str = "full fine-tune + pull of the head's input features toward the pretrained encoder's (Li et al. 2019)"
+    space: TrainingSpace = field(default_factory=lambda: _SPACE)
+    defaults: dict = field(default_factory=lambda: _defaults("delta", alpha=0.01))
+
+    def search_space(self, trial):
+        alpha = trial.suggest_float(key(self.name, "alpha"), 1e-4, 1.0, log=True)
+        return {key(self.name, "alpha"): alpha, **suggest_training(trial, self.name, self.space)}
+
+    def prepare(self, model, params):
+        alpha = float(params[key(self.name, "alpha")])
+        return one_stage(model.parameters(), read_training(self.name, params),
+                         penalty=DeltaPenalty(model, alpha), summary=f"feature pull alpha={alpha:.2g}")
 
 
 @hookimpl
 def autotl_strategies():
-    return [L2SP()]
+    return [
+        L2SP(), BSS(), Delta(),
+        Norm(power=1, name="l1", description="full fine-tune + lambda * sum|w|: pulls weights toward zero, sparsely",
+             strength=(1e-8, 1e-5), default_strength=1e-7, rank=97),
+        Norm(power=2, name="l2"),
+    ]

@@ -1,0 +1,84 @@
+"""Families that change *when* or *how fast* each layer learns.
+
+`llrd`: layer-wise learning-rate decay / discriminative learning rates (Howard & Ruder
+2018; Clark et al. 2020): the head learns at lr, the top layer at lr * decay, each layer
+below at one more factor of decay, the embeddings at the smallest rate.
+`gradual_unfreeze`: ULMFiT's schedule: the head and top layer first, one more layer each
+epoch, until everything trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..hookspecs import hookimpl
+from ..strategy import ParamGroup, Plan, Stage, TrainingSpace, key, read_training, suggest_training
+
+
+def layer_rates(model, lr: float, decay: float) -> list[tuple[list, float]]:
+    """(params, lr) per depth: head and anything above the layers at lr, layer i of L at
+    lr * decay**(L - i), embeddings at lr * decay**(L + 1)."""
+    blocks = model.blocks()  # embeddings, layer 0 .. layer L-1
+    layers = len(blocks) - 1
+    in_blocks = {id(p) for b in blocks for p in b.parameters()}
+    top = [p for p in model.parameters() if id(p) not in in_blocks]  # head, pooler
+    groups = [(top, lr)]
+    for i in range(layers - 1, -1, -1):
+        groups.append((list(blocks[1 + i].parameters()), lr * decay ** (layers - i)))
+    groups.append((list(blocks[0].parameters()), lr * decay ** (layers + 1)))
+    return groups
+
+
+@dataclass
+class LLRD:
+    name: str = "llrd"
+    rank: int = 30  # place of its default trial in the first-trial portfolio
+    description: str = "layer-wise lr decay: lower layers learn slower (ULMFiT, ELECTRA)"
+    space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(2e-5, 3e-4)))
+    defaults: dict = field(default_factory=lambda: {
+        "llrd.decay": 0.8, "llrd.lr": 1e-4, "llrd.epochs": 3, "llrd.batch_size": 32, "llrd.weight_decay": 0.01,
+    })
+
+    def search_space(self, trial):
+        decay = trial.suggest_float(key(self.name, "decay"), 0.5, 0.95)
+        return {key(self.name, "decay"): decay, **suggest_training(trial, self.name, self.space)}
+
+    def prepare(self, model, params):
+        t = read_training(self.name, params)
+        decay = float(params[key(self.name, "decay")])
+        groups = tuple(ParamGroup(tuple(ps), rate, t.weight_decay) for ps, rate in layer_rates(model, t.lr, decay))
+        return Plan((Stage(groups, t.epochs),), batch_size=t.batch_size, summary=f"lr x{decay:.2f} per layer down")
+
+
+@dataclass
+class GradualUnfreeze:
+    name: str = "gradual_unfreeze"
+    rank: int = 70  # place of its default trial in the first-trial portfolio
+    description: str = "ULMFiT: head and top layer train first, one more layer each epoch"
+    space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(2e-5, 3e-4), epochs=(3, 6)))
+    defaults: dict = field(default_factory=lambda: {
+        "gradual_unfreeze.lr": 1e-4, "gradual_unfreeze.epochs": 4, "gradual_unfreeze.batch_size": 32,
+        "gradual_unfreeze.weight_decay": 0.01,
+    })
+
+    def search_space(self, trial):
+        return suggest_training(trial, self.name, self.space)
+
+    def prepare(self, model, params):
+        t = read_training(self.name, params)
+        blocks = model.blocks()
+        in_blocks = {id(p) for b in blocks for p in b.parameters()}
+        top = [p for p in model.parameters() if id(p) not in in_blocks]
+        stages = []
+        for epoch in range(t.epochs):
+            # epoch 0: head + top layer; each later epoch one block more; the last epoch
+            # trains everything that has been unfrozen by then (all, when epochs > layers)
+            opened = blocks[max(len(blocks) - 1 - epoch, 0):]
+            trainable = top + [p for b in opened for p in b.parameters()]
+            stages.append(Stage((ParamGroup(tuple(trainable), t.lr, t.weight_decay),), 1))
+        return Plan(tuple(stages), batch_size=t.batch_size, summary="one more layer each epoch")
+
+
+@hookimpl
+def autotl_strategies():
+    return [LLRD(), GradualUnfreeze()]
