@@ -18,47 +18,32 @@ from autotl.export import load_model, save_best
 from autotl.study import open_storage
 from autotl.testing import sentiment_rows
 
-BROKEN = '''
-from dataclasses import dataclass, field
-import autotl
-from autotl.strategies.probe import LinearProbe
-
-@dataclass
-class Broken(LinearProbe):
-    name: str = "broken"
-    description: str = "always fails"
-    defaults: dict = field(default_factory=lambda: {
-        f"broken.{k.split('.', 1)[1]}": v for k, v in LinearProbe().defaults.items()})
-
-    def prepare(self, model, params):
-        raise RuntimeError("boom: this strategy cannot prepare")
-
-@autotl.hookimpl
-def autotl_strategies():
-    return [Broken()]
-'''
-
-SLEEPY = '''
+def probe_variant(name: str, prepare_body: str) -> str:
+    """Source of a plugin module: a linear probe named `name` with another prepare()."""
+    return f'''
 import time
 from dataclasses import dataclass, field
 import autotl
 from autotl.strategies.probe import LinearProbe
 
 @dataclass
-class Sleepy(LinearProbe):
-    name: str = "sleepy"
-    description: str = "a probe that takes its time (to be killed mid-trial)"
-    defaults: dict = field(default_factory=lambda: {
-        f"sleepy.{k.split('.', 1)[1]}": v for k, v in LinearProbe().defaults.items()})
+class Variant(LinearProbe):
+    name: str = "{name}"
+    description: str = "a linear probe that behaves differently in prepare()"
+    defaults: dict = field(default_factory=lambda: {{
+        f"{name}.{{k.split('.', 1)[1]}}": v for k, v in LinearProbe().defaults.items()}})
 
     def prepare(self, model, params):
-        time.sleep(30)
-        return super().prepare(model, params)
+        {prepare_body}
 
 @autotl.hookimpl
 def autotl_strategies():
-    return [Sleepy()]
+    return [Variant()]
 '''
+
+
+BROKEN = probe_variant("broken", 'raise RuntimeError("boom: this strategy cannot prepare")')
+SLOW, FAST = "time.sleep(30); return super().prepare(model, params)", "return super().prepare(model, params)"
 
 
 def _search(csv, model, out, **kw):
@@ -175,7 +160,7 @@ def test_exported_model_round_trips_exactly(tiny_model, tiny_model_dir, tmp_path
 
 
 def test_a_killed_search_loses_no_finished_trial_and_resumes(tiny_csv, tiny_model_dir, tmp_path, fake_plugin):
-    site = fake_plugin("autotl_sleepy", SLEEPY)
+    site = fake_plugin("autotl_sleepy", probe_variant("sleepy", SLOW))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "autotl.cli", "search", tiny_csv, "--model", tiny_model_dir,
            "--strategies", "linear_probe,sleepy", "--n-trials", "3", "--out", str(out), "--no-progress"]
@@ -197,7 +182,7 @@ def test_a_killed_search_loses_no_finished_trial_and_resumes(tiny_csv, tiny_mode
     assert info["trial"] == 0
 
     # Resume without the slow plugin's sleep: the interrupted trial is failed and re-queued.
-    (tmp_path / "site" / "autotl_sleepy.py").write_text(SLEEPY.replace("time.sleep(30)", "pass"))
+    (tmp_path / "site" / "autotl_sleepy.py").write_text(probe_variant("sleepy", FAST))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     study = optuna.load_study(study_name="autotl", storage=open_storage(None, out))
@@ -224,7 +209,7 @@ def _running(out) -> str:
 
 
 def test_ctrl_c_keeps_finished_work_and_requeues_the_cut_trial(tiny_csv, tiny_model_dir, tmp_path, fake_plugin):
-    site = fake_plugin("autotl_sleepy_int", SLEEPY.replace('"sleepy', '"sleepint'))
+    site = fake_plugin("autotl_sleepy_int", probe_variant("sleepint", SLOW))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "autotl.cli", "search", tiny_csv, "--model", tiny_model_dir,
            "--strategies", "linear_probe,sleepint", "--n-trials", "3", "--out", str(out), "--no-progress"]
@@ -247,8 +232,7 @@ def test_ctrl_c_keeps_finished_work_and_requeues_the_cut_trial(tiny_csv, tiny_mo
     assert "Ctrl-C" in rows[-1]["error"] or any("Ctrl-C" in r["error"] for r in rows)
     assert load_model(out)[2]["trial"] == 0
 
-    (tmp_path / "site" / "autotl_sleepy_int.py").write_text(
-        SLEEPY.replace('"sleepy', '"sleepint').replace("time.sleep(30)", "pass"))
+    (tmp_path / "site" / "autotl_sleepy_int.py").write_text(probe_variant("sleepint", FAST))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     study = optuna.load_study(study_name="autotl", storage=open_storage(None, out))
