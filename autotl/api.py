@@ -124,6 +124,7 @@ def _trial_setup(target, backbone, tokenizer, selected, poolings, metric, device
         backbone_path=backbone.path, strategies=selected, poolings=poolings,
         train=enc(target.train, "train"), val=enc(target.val, "val"),
         label_names=target.label_names, num_outputs=target.num_outputs,
+        target_mean=float(target.train.targets.mean()) if regression else 0.0,
         fit=FitSettings(metric=metric, regression=regression, pad_id=tokenizer.pad_token_id or 0,
                         device=device, seed=seed,
                         deadline=budget,

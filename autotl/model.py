@@ -91,6 +91,10 @@ class TransferModel(nn.Module):
         base = self.encoder
         return [m for name, m in self.net.named_children() if m is not base]
 
+    def output_layer(self) -> nn.Linear:
+        """The head's last linear layer (the one that produces the outputs)."""
+        return [m for head in self.head_modules() for m in head.modules() if isinstance(m, nn.Linear)][-1]
+
     def head_parameters(self) -> list[nn.Parameter]:
         return [p for m in self.head_modules() for p in m.parameters()]
 
@@ -125,8 +129,23 @@ class TransferModel(nn.Module):
 
 
 def build_model(backbone_path: str, pooling: Pooling, *, num_outputs: int,
-                label_names: tuple[str, ...], regression: bool) -> TransferModel:
-    """Fresh pretrained encoder + new head, labels written into the config."""
+                label_names: tuple[str, ...], regression: bool, target_mean: float = 0.0) -> TransferModel:
+    """Fresh pretrained encoder + new head, labels written into the config.
+
+    For regression the output bias starts at the training targets' mean: a head that starts
+    near 0 for targets near, say, 3 spends its first epochs (and large gradients through the
+    encoder) just learning the offset.
+    """
+    model = _build(backbone_path, pooling, num_outputs=num_outputs, label_names=label_names,
+                   regression=regression)
+    if regression:
+        with torch.no_grad():
+            model.output_layer().bias.fill_(target_mean)
+    return model
+
+
+def _build(backbone_path: str, pooling: Pooling, *, num_outputs: int,
+           label_names: tuple[str, ...], regression: bool) -> TransferModel:
     from .backbone import load_pretrained
 
     pooling = Pooling(pooling)

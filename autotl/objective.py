@@ -32,6 +32,7 @@ class TrialSetup:
     label_names: tuple[str, ...]
     num_outputs: int
     fit: FitSettings  # metric, device, seed, deadline, progress
+    target_mean: float = 0.0  # regression: the training targets' mean (the output bias's start)
 
 
 @dataclass
@@ -53,7 +54,7 @@ def run_params(setup: TrialSetup, params: dict, on_epoch=None, desc: str = "") -
     torch.manual_seed(setup.fit.seed)  # the same head init for a config, whenever it runs
     model = build_model(setup.backbone_path, pooling, num_outputs=setup.num_outputs,
                         label_names=setup.label_names,
-                        regression=setup.fit.regression)
+                        regression=setup.fit.regression, target_mean=setup.target_mean)
     try:
         plan = strategy.prepare(model, own)
     except Exception as exc:

@@ -268,3 +268,24 @@ def test_budget_reserves_time_for_the_refit():
     budget.reserve = 20  # the refit needs 20 s: trials must stop at 140
     assert budget.passed()
     assert Budget(None).passed() is False
+
+
+def test_regression_end_to_end(tiny_model_dir, tmp_path):
+    import random
+
+    from autotl.model import build_model
+
+    rng = random.Random(0)
+    rows = [(text, f"{(3.5 if label == 'positive' else 2.5) + rng.uniform(-0.2, 0.2):.2f}")
+            for text, label in sentiment_rows(60)]
+    frame = pd.DataFrame(rows, columns=["text", "valence"])
+    result = _search(frame, tiny_model_dir, tmp_path / "run", n_trials=2, strategies=["linear_probe", "full_finetune"])
+    assert result.metric == "r2"
+    info = json.loads((result.best_model / "autotl.json").read_text())
+    assert info["data"]["task"] == "regression" and info["data"]["label_names"] == []
+    predicted = autotl.predict(tmp_path / "run", frame)
+    assert list(predicted.columns) == ["text", "prediction"]
+    assert predicted["prediction"].between(1.5, 4.5).all()  # on the targets' scale, not near 0
+    mean = float(pd.to_numeric(frame["valence"]).mean())
+    model = build_model(tiny_model_dir, "mean", num_outputs=1, label_names=(), regression=True, target_mean=mean)
+    assert model.output_layer().bias.item() == pytest.approx(mean)  # starts at the mean
