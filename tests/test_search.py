@@ -162,16 +162,8 @@ def test_exported_model_round_trips_exactly(tiny_model, tiny_model_dir, tmp_path
 def test_a_killed_search_loses_no_finished_trial_and_resumes(tiny_csv, tiny_model_dir, tmp_path, fake_plugin):
     site = fake_plugin("autotl_sleepy", probe_variant("sleepy", SLOW))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "autotl.cli", "search", tiny_csv, "--model", tiny_model_dir,
-           "--strategies", "linear_probe,sleepy", "--n-trials", "3", "--out", str(out), "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
     # trial 0 (linear_probe) finishes and becomes best/; trial 1 (sleepy) sleeps in prepare()
-    while not (out / "best" / "autotl.json").exists() or "sleepy" not in _running(out):
-        assert proc.poll() is None, proc.stdout.read().decode()
-        assert time.monotonic() < deadline, "the search never reached the sleepy trial"
-        time.sleep(0.2)
+    proc, cmd, env = _search_until_sleeping(tiny_csv, tiny_model_dir, out, site, "sleepy")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -195,6 +187,24 @@ def test_a_killed_search_loses_no_finished_trial_and_resumes(tiny_csv, tiny_mode
     assert len(trials) == 4  # 3 finished + the killed one re-queued once; nothing duplicated
 
 
+def _search_until_sleeping(csv, model, out, site, sleeper):
+    """Start a CLI search of linear_probe then `sleeper` in a subprocess; return it (and its
+    command and environment) once trial 0 is best/ and the sleeper's trial is running."""
+    cmd = [sys.executable, "-m", "autotl.cli", "search", csv, "--model", model,
+           "--strategies", f"linear_probe,{sleeper}", "--n-trials", "3", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")])}
+    # A shell that runs this suite in the background (as CI may) ignores SIGINT, and the
+    # child would inherit that; give it the default disposition, as a terminal would.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not (out / "best" / "autotl.json").exists() or sleeper not in _running(out):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.monotonic() < deadline, f"the search never reached the {sleeper} trial"
+        time.sleep(0.2)
+    return proc, cmd, env
+
+
 def _running(out) -> str:
     import optuna
 
@@ -211,18 +221,7 @@ def _running(out) -> str:
 def test_ctrl_c_keeps_finished_work_and_requeues_the_cut_trial(tiny_csv, tiny_model_dir, tmp_path, fake_plugin):
     site = fake_plugin("autotl_sleepy_int", probe_variant("sleepint", SLOW))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "autotl.cli", "search", tiny_csv, "--model", tiny_model_dir,
-           "--strategies", "linear_probe,sleepint", "--n-trials", "3", "--out", str(out), "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")])}
-    # A shell that runs this suite in the background (as CI may) ignores SIGINT, and the
-    # child would inherit that; give it the default disposition, as a terminal would.
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while not (out / "best" / "autotl.json").exists() or "sleepint" not in _running(out):
-        assert proc.poll() is None, proc.stdout.read().decode()
-        assert time.monotonic() < deadline, "the search never reached the sleeping trial"
-        time.sleep(0.2)
+    proc, cmd, env = _search_until_sleeping(tiny_csv, tiny_model_dir, out, site, "sleepint")
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 130, output
