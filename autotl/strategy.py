@@ -105,6 +105,11 @@ def key(strategy_name: str, param: str) -> str:
     return f"{strategy_name}.{param}"
 
 
+def namespaced(strategy_name: str, **params) -> dict:
+    """`params` with every key namespaced: a strategy's `defaults` in one line."""
+    return {key(strategy_name, k): v for k, v in params.items()}
+
+
 @dataclass(frozen=True)
 class Training:
     """The optimizer settings most strategies search, read back from namespaced params."""

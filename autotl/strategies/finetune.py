@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..hookspecs import hookimpl
-from ..strategy import TrainingSpace, key, one_stage, read_training, suggest_training
+from ..strategy import TrainingSpace, key, namespaced, one_stage, read_training, suggest_training
 
 
 def _trainable_above(model, frozen_blocks: int) -> tuple:
@@ -27,8 +27,7 @@ def _depth(model, frac: float, low: int = 1) -> int:
 
 
 def _defaults(name: str, lr: float, **extra) -> dict:
-    return {**{key(name, k): v for k, v in extra.items()}, key(name, "lr"): lr, key(name, "epochs"): 3,
-            key(name, "batch_size"): 32, key(name, "weight_decay"): 0.01}
+    return namespaced(name, **extra, lr=lr, epochs=3, batch_size=32, weight_decay=0.01)
 
 
 @dataclass

@@ -14,10 +14,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from ..hookspecs import hookimpl
-from ..strategy import TrainingSpace, key, one_stage, read_training, suggest_training
+from ..strategy import TrainingSpace, key, namespaced, one_stage, read_training, suggest_training
 
 
 class L2SPPenalty:
@@ -85,21 +86,14 @@ class DeltaPenalty:
         if step.data.key not in self.targets:
             self.teacher.to(device)
             self.targets[step.data.key] = CACHE.features(self.teacher, step.data, pad_id=step.pad_id,
-                                                         device=str(device), autocast=_no_autocast)
+                                                         device=str(device), autocast=contextlib.nullcontext)
             self.teacher.to("cpu")
         reference = self.targets[step.data.key][torch.as_tensor(step.rows)].to(device)
         return self.alpha * ((step.features.float() - reference) ** 2).sum(dim=1).mean()
 
 
-def _no_autocast():
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
 def _defaults(name: str, **extra) -> dict:
-    return {**{key(name, k): v for k, v in extra.items()}, key(name, "lr"): 5e-5, key(name, "epochs"): 3,
-            key(name, "batch_size"): 32}
+    return namespaced(name, **extra, lr=5e-5, epochs=3, batch_size=32)
 
 
 _SPACE = TrainingSpace(lr=(1e-5, 1.5e-4), weight_decay=None)  # the penalty is the regularizer
