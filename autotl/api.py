@@ -50,7 +50,8 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
            val_frac: float = 0.2, val=None, test=None, out=None, storage: str | None = None,
            study_name: str = "autotl", seed: int = 0, max_length: int = 128,
            standard_head: bool = False, refit: bool = True, disable_plugins: tuple[str, ...] = (),
-           encoding: str = "utf-8", device: str = "auto", progress: bool = True) -> SearchResult:
+           encoding: str = "utf-8", device: str = "auto", progress: bool = True,
+           pruner: str = "halving") -> SearchResult:
     """Search transfer strategies x hyperparameters on a labelled text dataset.
 
     `data` is a CSV path or a pandas DataFrame with a text and a label column (inferred
@@ -58,7 +59,9 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
     (``RUN_DIR/best``, a Hugging Face model directory). Re-running with the same `out`
     resumes the study. With `refit` (the default) the winning configuration is finally
     retrained on train + validation rows; `timeout` bounds the whole search, refit
-    included. Raises `autotl.AutotlError` subclasses for bad input.
+    included. `pruner` stops weak trials early: "halving" (successive halving over epochs
+    within each strategy's trials), "median" or "none". Raises `autotl.AutotlError`
+    subclasses for bad input.
     """
     from .budget import Budget
 
@@ -69,6 +72,9 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
     from .plugins import Registry
 
     _check_budget(n_trials, timeout, max_length)
+    from .study import make_pruner
+
+    make_pruner(pruner)  # an unknown name fails before any data is read
     selected = Registry(tuple(disable_plugins)).select(strategies)
     target = load_data(data, text_col=text_col, label_col=label_col, val=val, val_frac=val_frac,
                        test=test, seed=seed, encoding=encoding)
@@ -90,7 +96,7 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
 
     return run_study(setup=setup, target=target, tokenizer=tokenizer, run_dir=run_dir,
                      storage=storage, study_name=study_name, seed=seed, n_trials=n_trials,
-                     budget=budget, refit=refit, max_length=max_length, backbone=backbone,
+                     budget=budget, refit=refit, max_length=max_length, backbone=backbone, pruner=pruner,
                      record={"data": target.fingerprint, "model": backbone.name,
                              "metric": chosen_metric.name, "strategies": sorted(selected),
                              "heads": list(poolings), "max_length": max_length, "seed": seed})

@@ -1,8 +1,11 @@
 """The search's wall-clock budget, shared by the study loop and the training loop.
 
 Trials stop starting (and running trials stop starting epochs) early enough to leave
-time for the final refit of the winner on all labelled rows, so `--timeout` bounds the
-whole search, refit included, to within about one epoch.
+time for the final refit of the winner on all labelled rows. An epoch is not started when
+the last one's duration says it would end past the deadline, and no trial starts when not
+even the cheapest epoch seen fits, so `--timeout` bounds the whole search, refit included:
+it ends before the timeout, or past it by less than one epoch (a trial's first epoch always
+runs, and the refit's estimate can be off).
 """
 
 from __future__ import annotations
@@ -17,6 +20,21 @@ class Budget:
         self.clock = clock
         self.end = None if timeout is None else clock() + timeout
         self.reserve = 0.0  # seconds kept back for the refit of the current best trial
+        self.shortest_epoch = 0.0  # the cheapest epoch any trial ran (0 until one ran)
 
-    def passed(self) -> bool:
-        return self.end is not None and self.clock() >= self.end - self.reserve
+    def passed(self, within: float = 0.0) -> bool:
+        """Whether the deadline has passed, or will within `within` seconds."""
+        return self.end is not None and self.clock() + within >= self.end - self.reserve
+
+    def note_epoch(self, seconds: float) -> None:
+        """Record an epoch's wall time (training and validation)."""
+        if self.shortest_epoch == 0.0 or seconds < self.shortest_epoch:
+            self.shortest_epoch = seconds
+
+    def fits(self, seconds: float) -> bool:
+        """Whether `seconds` of work started now would end before the timeout (reserve ignored)."""
+        return self.end is None or self.clock() + seconds <= self.end
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (negative once passed); None without a timeout."""
+        return None if self.end is None else self.end - self.reserve - self.clock()

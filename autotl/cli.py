@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-refit", action="store_true",
                    help="keep the winning trial's own model instead of retraining its configuration "
                         "on train + validation rows")
+    s.add_argument("--pruner", default="halving",
+                   help="stop weak trials early: halving (successive halving over epochs within each "
+                        "strategy's trials; default), median, none")
     s.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     s.add_argument("--encoding", default="utf-8", help="CSV encoding (default utf-8)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -119,7 +122,7 @@ def _search(args) -> int:
                     storage=args.storage, study_name=args.study_name, seed=args.seed,
                     max_length=args.max_length, standard_head=args.standard_head, refit=not args.no_refit,
                     disable_plugins=tuple(args.disable_plugin), encoding=args.encoding,
-                    device=args.device, progress=not args.no_progress)
+                    device=args.device, progress=not args.no_progress, pruner=args.pruner)
     return 130 if result.interrupted else 0
 
 

@@ -9,7 +9,9 @@ Two heads, chosen by the search (`head.pooling`):
 
 Where the architecture lets us split it (BERT-style: pooler + dropout + classifier), the
 forward pass is ``head(features(inputs))`` so that a frozen encoder's features can be
-cached (`features.py`) and penalties can see them.
+cached (`features.py`) and penalties can see them. Where the encoder is BERT-like, the
+forward pass can also start part-way up (`embed`, `run_layers`, `pool`), so that the hidden
+states below a frozen depth are computed once for a whole search (`activations.py`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     """Average of the token states where attention_mask is 1."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+# Encoders whose layers are called as layer(hidden, 4-D mask) and whose embeddings module
+# turns ids into the first layer's input: the BERT family in transformers 5.
+LAYER_CACHE_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camembert"})
 
 
 def _find_layers(encoder: nn.Module, count: int) -> nn.ModuleList:
@@ -121,6 +128,44 @@ class TransferModel(nn.Module):
         if self.pooling is Pooling.MEAN:
             return self.head_(features)
         return self.net.classifier(self.net.dropout(features))
+
+    @property
+    def layer_cacheable(self) -> bool:
+        """Whether the forward pass can start from cached hidden states part-way up."""
+        config = self.config
+        return (self.splittable and config.model_type in LAYER_CACHE_MODEL_TYPES
+                and not config.is_decoder and getattr(self.encoder, "embeddings", None) is not None)
+
+    def frozen_depth(self) -> int:
+        """Transformer layers frozen, from the bottom, together with the embeddings; -1 when
+        the embeddings themselves train."""
+        depth = -1
+        for block in self.blocks():
+            if any(p.requires_grad for p in block.parameters()):
+                break
+            depth += 1
+        return depth
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The first layer's input (word + position + type embeddings, normalized)."""
+        return self.encoder.embeddings(input_ids=input_ids)
+
+    def run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int,
+                   stop: int | None = None) -> torch.Tensor:
+        """Hidden states after layers[start:stop], given the states entering layer `start`."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        for layer in self.layers[start:stop]:
+            out = layer(hidden, mask)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What the head reads, from the last layer's states (as `features` computes it)."""
+        if self.pooling is Pooling.MEAN:
+            return mean_pool(hidden, attention_mask)
+        return self.encoder.pooler(hidden)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if not self.splittable:

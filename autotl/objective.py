@@ -87,9 +87,10 @@ class Objective:
         pooling = trial.suggest_categorical(POOLING, list(setup.poolings))
         params = {STRATEGY: name, POOLING: pooling, **setup.strategies[name].strategy.search_space(trial)}
 
-        def report(epoch: int, score: float) -> None:
+        def report(epoch: int, score: float, epochs_left: int) -> None:
             trial.report(score, epoch)
-            if trial.should_prune():
+            # A trial's last epoch is never pruned: its result costs nothing more to keep.
+            if epochs_left > 0 and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({score:.4f})")
 
         try:

@@ -22,7 +22,7 @@ log = logging.getLogger("autotl")
 
 
 def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, seed, n_trials,
-              budget, refit: bool, max_length, backbone, record):
+              budget, refit: bool, max_length, backbone, record, pruner: str = studies.DEFAULT_PRUNER):
     from .api import SearchResult
 
     restore_best(run_dir)
@@ -31,7 +31,7 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
     study = studies.create_or_resume(
         storage=studies.open_storage(storage, run_dir), study_name=study_name, record=record,
         maximize=setup.fit.metric.maximize, seed=seed,
-        portfolio=studies.portfolio(setup.strategies, setup.poolings))
+        portfolio=studies.portfolio(setup.strategies, setup.poolings), pruner=pruner)
     studies.recover_dead_trials(study)
     objective = Objective(setup)
     info_base = {"backbone": backbone.name, "metric": setup.fit.metric.name, "data": target.schema(),
@@ -45,10 +45,13 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
             save_best(outcome.model, tokenizer, run_dir, _info(info_base, trial, outcome.summary),
                       max_length=max_length)
             if refit:
-                budget.reserve = _refit_seconds(trial, setup)
+                # Keep time back for the refit only if it can fit at all; otherwise the
+                # trial's own model is final and the budget goes to more trials.
+                needed = _refit_seconds(trial, setup)
+                budget.reserve = needed if budget.fits(needed) else 0.0
         log.info("%s", _trial_line(trial, setup.fit.metric.name, is_best, best))
-        if budget.passed():
-            study.stop()  # the running trial was the last; the refit still fits the budget
+        if budget.passed(within=budget.shortest_epoch):
+            study.stop()  # not even the cheapest epoch seen fits before the deadline (and refit)
 
     remaining = studies.remaining_trials(study, n_trials)
     interrupted = False
@@ -67,7 +70,7 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
     best = _best_trial(study)
     info = None
     if best is not None and not interrupted:
-        info = _final_model(best, setup, tokenizer, run_dir, max_length, info_base, refit)
+        info = _final_model(best, setup, tokenizer, run_dir, max_length, info_base, refit, budget)
         if target.test is not None:
             info = _score_test(run_dir, target, setup)
     elif best is not None:
@@ -116,17 +119,24 @@ def _read_info(run_dir: Path) -> dict | None:
         return None
 
 
-def _final_model(best, setup, tokenizer, run_dir, max_length, info_base, refit: bool) -> dict:
+def _final_model(best, setup, tokenizer, run_dir, max_length, info_base, refit: bool, budget=None) -> dict:
     """best/ must hold the study's best trial, refit on all labelled rows when `refit`.
 
     The trial's own model is exported as soon as it wins; the refit retrains the same
     configuration on train + validation rows for the epochs that won (the validation rows
     are data the final model should learn from; they have done their job of choosing).
     When best/ holds another trial (it finished in another process, or the search died
-    before exporting), the configuration is rebuilt from its params alone.
+    before exporting), the configuration is rebuilt from its params alone. A refit that
+    would overrun the `budget` is skipped: the trial's own model is final.
     """
     info = _read_info(run_dir)
     current = info is not None and info.get("trial") == best.number and info.get("study") == info_base["study"]
+    if refit and current and not info.get("refit") and budget is not None:
+        needed = _refit_seconds(best, setup)
+        if not budget.fits(needed):
+            log.info("no time left for the refit (about %.0f s needed, %.0f s left): keeping trial %d's "
+                     "own model", needed, max(0.0, budget.end - budget.clock()), best.number)
+            return info
     if current and (not refit or info.get("refit")):
         return info
     epochs = int(best.user_attrs.get("best_epoch", 0)) + 1

@@ -35,46 +35,95 @@ def open_storage(url: str | None, run_dir: Path):
         raise UsageError(f"cannot open storage '{url}': {type(exc).__name__}: {exc}") from None
 
 
-class StrategyMedianPruner(optuna.pruners.BasePruner):
-    """Median pruning among trials *of the same strategy*.
+def _family(trial) -> tuple:
+    return trial.params.get(STRATEGY), trial.params.get(POOLING)
 
-    Curves of different strategies (and heads) are not comparable epoch by epoch (a probe's
-    epoch 2 is nothing like a fine-tune's), so a trial is pruned only when it is below the
-    median of its own (strategy, head) family's finished trials at the same epoch, once
-    `min_trials` of them exist, and never after its first epoch alone (slow starters).
+
+def _peer_values(study, trial, step: int) -> list[float]:
+    """Scores after epoch `step` of the other trials of `trial`'s (strategy, head) family."""
+    family = _family(trial)
+    return [t.intermediate_values[step]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                              TrialState.RUNNING))
+            if t.number != trial.number and _family(t) == family and step in t.intermediate_values]
+
+
+class FamilyHalvingPruner(optuna.pruners.BasePruner):
+    """Asynchronous successive halving over epochs, within each (strategy, head) family.
+
+    Rungs are after epochs ``min_epochs * reduction_factor**k`` (2, 6, 18, ...). At a rung a
+    trial goes on only if its score is among the top 1/reduction_factor of its family's
+    scores after that epoch (the best one always goes on); elsewhere it is never pruned.
+    A trial is compared only with its own family: a probe's epoch 2 is nothing like a
+    fine-tune's, and full fine-tunes, slow starters, would lose every early comparison with
+    cheap heads. The first rung is after epoch 2, not 1: a fine-tune's first epoch is mostly
+    warmup, and its curve has not turned yet. (The caller never prunes a trial's last epoch.)
     """
+
+    def __init__(self, min_epochs: int = 2, reduction_factor: int = 3):
+        self.min_epochs = min_epochs
+        self.reduction_factor = reduction_factor
+
+    def _is_rung(self, epochs: int) -> bool:
+        rung = self.min_epochs
+        while rung < epochs:
+            rung *= self.reduction_factor
+        return rung == epochs
+
+    def prune(self, study, trial) -> bool:
+        step = trial.last_step
+        if step is None or not self._is_rung(step + 1):
+            return False
+        peers = _peer_values(study, trial, step)
+        if not peers:
+            return False
+        value = trial.intermediate_values[step]
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        ranked = sorted([*peers, value], reverse=maximize)
+        bar = ranked[max(1, len(ranked) // self.reduction_factor) - 1]
+        return value < bar if maximize else value > bar
+
+
+class FamilyMedianPruner(optuna.pruners.BasePruner):
+    """Median pruning within each (strategy, head) family, after every epoch from
+    `warmup_epochs` + 1 on, once `min_trials` of the family reported that epoch."""
 
     def __init__(self, min_trials: int = 2, warmup_epochs: int = 1):
         self.min_trials = min_trials
-        self.warmup_epochs = warmup_epochs  # never prune before this many epochs ran
+        self.warmup_epochs = warmup_epochs
 
     def prune(self, study, trial) -> bool:
         step = trial.last_step
         if step is None or step < self.warmup_epochs:
             return False
-        value = trial.intermediate_values[step]
-        family = (trial.params.get(STRATEGY), trial.params.get(POOLING))
-        peers = [
-            t.intermediate_values[step]
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            if (t.params.get(STRATEGY), t.params.get(POOLING)) == family and step in t.intermediate_values
-        ]
+        peers = [v for v in _peer_values(study, trial, step)]
         if len(peers) < self.min_trials:
             return False
+        value = trial.intermediate_values[step]
         median = sorted(peers)[len(peers) // 2]
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         return value < median if maximize else value > median
 
 
+PRUNERS = {"halving": FamilyHalvingPruner, "median": FamilyMedianPruner, "none": optuna.pruners.NopPruner}
+DEFAULT_PRUNER = "halving"
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name not in PRUNERS:
+        raise UsageError(f"unknown pruner '{name}'; use one of: {', '.join(PRUNERS)}")
+    return PRUNERS[name]()
+
+
 def create_or_resume(*, storage, study_name: str, record: dict, maximize: bool, seed: int,
-                     portfolio: list[dict]) -> optuna.Study:
+                     portfolio: list[dict], pruner: str = DEFAULT_PRUNER) -> optuna.Study:
     """Create the study (recording its settings, enqueueing the portfolio) or resume it."""
     with warnings.catch_warnings():  # `group` is "experimental" but is what conditional spaces need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                              n_startup_trials=max(5, len(portfolio)))
     study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
-                                pruner=StrategyMedianPruner(),
+                                pruner=make_pruner(pruner),
                                 direction="maximize" if maximize else "minimize",
                                 load_if_exists=True)
     recorded = study.user_attrs.get("autotl")

@@ -2,8 +2,9 @@
 
 Strategies never see this loop. Per stage it freezes what the Plan does not train, runs
 frozen blocks in eval mode (a frozen layer is a fixed feature extractor: no dropout),
-trains the head on cached features when the whole encoder is frozen, validates after
-every epoch, reports to the caller (which may prune), and keeps the best epoch's weights.
+computes what stays frozen once (the head's input when the whole encoder is frozen, the
+hidden states below the frozen depth otherwise: `StageForward`), validates after every
+epoch, reports to the caller (which may prune), and keeps the best epoch's weights.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 from .batching import Encoded, batch_order, collate
 from .budget import Budget
 from .errors import StrategyError
-from .features import CACHE
+from .activations import ACTIVATIONS
+from .features import CACHE as FEATURES
 from .metrics import Metric
 from .strategy import Plan, Stage, Step
 
@@ -38,7 +40,7 @@ class FitSettings:
     max_epochs: int | None = None  # stop after this many epochs in all (a refit's best epoch)
     finalize_choice: dict | None = None  # a refit re-applies what finalize chose in the trial
     progress: bool = False  # a tqdm bar per trial on stderr
-    use_cache: bool = True  # train on cached features when the whole encoder is frozen
+    use_cache: bool = True  # reuse what frozen layers compute (features.py, activations.py)
     desc: str = ""  # the bar's label
 
 
@@ -115,9 +117,77 @@ def predictions(outputs: np.ndarray, regression: bool) -> np.ndarray:
     return outputs[:, 0] if regression else outputs.argmax(axis=1)
 
 
+class StageForward:
+    """How a stage turns rows into (head input, outputs), cheapest first:
+
+    - ``pooled``: the whole encoder is frozen; the head reads cached features (`features.py`).
+    - ``layers``: the embeddings and the bottom `depth` layers are frozen; the trainable top
+      runs on cached hidden states (`activations.py`).
+    - ``tokens``: the whole model runs on token ids.
+    """
+
+    def __init__(self, model, settings: FitSettings, *, encoder_frozen: bool):
+        self.model, self.settings = model, settings
+        self.autocast = autocast_for(settings.device)
+        self.mode, self.depth = "tokens", 0
+        if settings.use_cache and model.splittable and encoder_frozen:
+            self.mode = "pooled"
+        elif settings.use_cache and model.layer_cacheable and model.frozen_depth() >= 1:
+            self.mode, self.depth = "layers", model.frozen_depth()
+        self._sources: dict[str, object] = {}  # data key -> cached features or Activations
+
+    def _source(self, data: Encoded):
+        if data.key not in self._sources:
+            s = self.settings
+            if self.mode == "pooled":
+                source = FEATURES.features(self.model, data, pad_id=s.pad_id, device=s.device,
+                                           autocast=self.autocast)
+            else:
+                source = ACTIVATIONS.get(self.model, data, self.depth, pad_id=s.pad_id, device=s.device,
+                                         autocast=self.autocast)
+            self._sources[data.key] = source
+        return self._sources[data.key]
+
+    def __call__(self, data: Encoded, index: np.ndarray):
+        """(head input or None when the model cannot be split, outputs) for rows `index`."""
+        model, device = self.model, self.settings.device
+        source = self._source(data) if self.mode != "tokens" else None
+        with self.autocast():
+            if self.mode == "pooled":
+                pooled = source[torch.as_tensor(index)].to(device)
+                return pooled, model.head(pooled)
+            if source is not None:  # layers, cached
+                hidden, mask = source.batch(index)
+                mask = mask.to(device)
+                hidden = model.run_layers(hidden.to(device), mask, self.depth)
+                pooled = model.pool(hidden, mask)
+                return pooled, model.head(pooled)
+            ids, mask = collate(data, index, self.settings.pad_id)
+            ids, mask = ids.to(device), mask.to(device)
+            if model.splittable:
+                pooled = model.features(ids, mask)
+                return pooled, model.head(pooled)
+            return None, model(ids, mask)
+
+    def outputs(self, data: Encoded, batch_size: int = 128) -> np.ndarray:
+        """Outputs for every row of `data` in row order, in eval mode without gradients."""
+        self.model.eval()
+        out = None
+        with torch.no_grad():
+            for index in batch_order(data.lengths, batch_size, None):
+                logits = self(data, index)[1].float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(data), logits.shape[1]), dtype=np.float32)
+                out[index] = logits
+        return out
+
+
 def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSettings,
-        on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
+        on_epoch: Callable[[int, float, int], None] | None = None) -> FitResult:
     """Train `model` by `plan`; leave it holding the best epoch's weights.
+
+    `on_epoch(epoch, score, epochs_left)` runs after each validated epoch (0-based); it may
+    raise (e.g. optuna.TrialPruned) to stop training.
 
     Without `val` (a refit on all labelled rows) nothing is validated and the model keeps
     its last epoch's weights; the result's score is NaN.
@@ -126,46 +196,34 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model.to(settings.device)
-    autocast = autocast_for(settings.device)
     touched = list({id(p): p for s in plan.stages for g in s.groups for p in g.params}.values())
     best_score, best_epoch, best_state, scores = None, -1, None, []
     sign = 1 if settings.metric.maximize else -1
-    total_steps = sum(s.epochs * math.ceil(len(train) / plan.batch_size) for s in plan.stages)
-    bar = _bar(settings, total_steps)
-    epoch, truncated = 0, False
+    bar = _bar(settings, sum(s.epochs * math.ceil(len(train) / plan.batch_size) for s in plan.stages))
+    epoch, truncated, last_epoch_seconds = 0, False, 0.0
+    deadline = settings.deadline
     try:
         for stage in plan.stages:
             params, encoder_frozen = _stage_setup(model, stage)
-            cached = settings.use_cache and encoder_frozen and model.splittable
-            if cached:
-                feats = CACHE.features(model, train, pad_id=settings.pad_id,
-                                       device=settings.device, autocast=autocast)
+            forward = StageForward(model, settings, encoder_frozen=encoder_frozen)
             optimizer = torch.optim.AdamW(
                 [{"params": list(g.params), "lr": g.lr, "weight_decay": g.weight_decay}
                  for g in stage.groups if g.params])
-            steps = stage.epochs * math.ceil(len(train) / plan.batch_size)
-            scheduler = _schedule(optimizer, steps, plan.warmup_ratio)
+            scheduler = _schedule(optimizer, stage.epochs * math.ceil(len(train) / plan.batch_size),
+                                  plan.warmup_ratio)
             for _ in range(stage.epochs):
                 if settings.max_epochs is not None and epoch >= settings.max_epochs:
                     break
-                if settings.deadline is not None and epoch > 0 and settings.deadline.passed():
+                # Not an epoch that would end past the deadline (the last one's time predicts it).
+                if deadline is not None and epoch > 0 and deadline.passed(within=last_epoch_seconds):
                     truncated = True
                     break
+                epoch_start = time.monotonic()
                 _set_modes(model, encoder_frozen)
                 for index in batch_order(train.lengths, plan.batch_size, rng):
-                    targets = torch.as_tensor(train.targets[index]).to(settings.device)
-                    with autocast():
-                        if cached:
-                            pooled = feats[torch.as_tensor(index)].to(settings.device)
-                            logits = model.head(pooled)
-                        elif model.splittable:
-                            ids, mask = collate(train, index, settings.pad_id)
-                            pooled = model.features(ids.to(settings.device), mask.to(settings.device))
-                            logits = model.head(pooled)
-                        else:
-                            ids, mask = collate(train, index, settings.pad_id)
-                            pooled, logits = None, model(ids.to(settings.device), mask.to(settings.device))
-                    loss = _loss(logits, targets, settings.regression)
+                    pooled, logits = forward(train, index)
+                    loss = _loss(logits, torch.as_tensor(train.targets[index]).to(settings.device),
+                                 settings.regression)
                     if stage.penalty is not None:
                         loss = loss + stage.penalty(model, Step(pooled, index, train, settings.pad_id))
                     loss.backward()
@@ -178,17 +236,19 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                 if not math.isfinite(loss.item()):
                     raise StrategyError(f"loss became {loss.item()} in epoch {epoch + 1}; "
                                         "the learning rate is probably too high")
-                if val is None:
-                    epoch += 1
-                    continue
-                score = evaluate(model, val, settings, cached=cached)
-                scores.append(score)
-                bar.set_postfix_str(f"epoch {epoch + 1} {settings.metric.name}={score:.4f}")
-                if best_score is None or sign * score > sign * best_score:
-                    best_score, best_epoch = score, epoch
-                    best_state = [p.detach().to("cpu", copy=True) for p in touched]
-                if on_epoch is not None:
-                    on_epoch(epoch, score)  # may raise optuna.TrialPruned
+                if val is not None:
+                    score = settings.metric(val.targets, predictions(forward.outputs(val), settings.regression))
+                    scores.append(score)
+                    bar.set_postfix_str(f"epoch {epoch + 1} {settings.metric.name}={score:.4f}")
+                    if best_score is None or sign * score > sign * best_score:
+                        best_score, best_epoch = score, epoch
+                        best_state = [p.detach().to("cpu", copy=True) for p in touched]
+                last_epoch_seconds = time.monotonic() - epoch_start
+                if deadline is not None:
+                    deadline.note_epoch(last_epoch_seconds)
+                if val is not None and on_epoch is not None:
+                    total = plan.epochs if settings.max_epochs is None else min(plan.epochs, settings.max_epochs)
+                    on_epoch(epoch, score, total - epoch - 1)  # may raise optuna.TrialPruned
                 epoch += 1
             if truncated or (settings.max_epochs is not None and epoch >= settings.max_epochs):
                 break
@@ -214,16 +274,9 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                      plan.trainable_parameters(), truncated, finalized)
 
 
-def evaluate(model, data: Encoded, settings: FitSettings, *, cached: bool = False) -> float:
-    """The validation metric for `data` with the model as it is."""
-    if cached:
-        feats = CACHE.features(model, data, pad_id=settings.pad_id, device=settings.device,
-                               autocast=autocast_for(settings.device))
-        model.eval()
-        with torch.no_grad():
-            outputs = model.head(feats.to(settings.device)).float().cpu().numpy()
-    else:
-        outputs = infer(model, data, pad_id=settings.pad_id, device=settings.device)
+def evaluate(model, data: Encoded, settings: FitSettings) -> float:
+    """The validation metric for `data` with the model as it is (a full forward pass)."""
+    outputs = infer(model, data, pad_id=settings.pad_id, device=settings.device)
     return settings.metric(data.targets, predictions(outputs, settings.regression))
 
 
