@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from .objective import POOLING, STRATEGY
 
-COLUMNS = ["trial", "state", "strategy", "head", "score", "best_epoch", "seconds",
+COLUMNS = ["trial", "state", "strategy", "head", "score", "best_epoch", "epochs", "seconds",
            "trainable_params", "summary", "params", "error"]
 
 
@@ -27,6 +27,7 @@ def leaderboard(study) -> list[dict]:
             "head": t.params.get(POOLING, ""),
             "score": t.value if t.state is TrialState.COMPLETE else _last(t),
             "best_epoch": t.user_attrs.get("best_epoch", ""),
+            "epochs": len(t.intermediate_values),  # validated epochs run (a pruned trial's too)
             "seconds": round(t.duration.total_seconds(), 1) if t.duration else "",
             "trainable_params": t.user_attrs.get("trainable_params", ""),
             "summary": t.user_attrs.get("summary", t.user_attrs.get("truncated", "")),
@@ -89,16 +90,7 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
         if test:
             lines += [f"**Test set** ({test['rows']} rows, scored once for this model): "
                       + ", ".join(f"{k} {v:.4f}" for k, v in test["metrics"].items()), ""]
-        lines += ["| strategy | best " + metric + " | margin to winner | trials (complete/pruned/failed) |",
-                  "|---|---|---|---|"]
-        for strategy in dict.fromkeys(r["strategy"] for r in rows if r["strategy"]):
-            mine = [r for r in rows if r["strategy"] == strategy]
-            best = next((r for r in done if r["strategy"] == strategy), None)
-            count = "/".join(str(sum(r["state"] == s for r in mine)) for s in ("complete", "pruned", "fail"))
-            if best:
-                lines.append(f"| {strategy} | {best['score']:.4f} | {best['score'] - win['score']:+.4f} | {count} |")
-            else:
-                lines.append(f"| {strategy} | - | - | {count} |")
+        lines += _cost_table(rows, done, win, metric)
         lines.append("")
         if info["head"]["pipeline_compatible"]:
             lines.append("The winner uses the standard classification head: "
@@ -111,3 +103,23 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
     text = "\n".join(lines) + "\n"
     (run_dir / "report.md").write_text(text)
     return text
+
+
+def _cost_table(rows: list[dict], done: list[dict], win: dict, metric: str) -> list[str]:
+    """Per strategy: the best score against what the search spent on it (accuracy vs cost)."""
+    lines = ["## Score against cost, per strategy", "",
+             "Seconds spent counts every trial of the strategy (pruned and failed too); seconds per "
+             "epoch is the median over its trials, validation included.", "",
+             f"| strategy | best {metric} | margin to winner | trials (complete/pruned/failed) | "
+             "seconds spent | seconds per epoch |", "|---|---|---|---|---|---|"]
+    for strategy in dict.fromkeys(r["strategy"] for r in rows if r["strategy"]):
+        mine = [r for r in rows if r["strategy"] == strategy]
+        best = next((r for r in done if r["strategy"] == strategy), None)
+        count = "/".join(str(sum(r["state"] == s for r in mine)) for s in ("complete", "pruned", "fail"))
+        spent = sum(r["seconds"] for r in mine if isinstance(r["seconds"], float))
+        per_epoch = sorted(r["seconds"] / r["epochs"] for r in mine
+                           if isinstance(r["seconds"], float) and r.get("epochs"))
+        median = f"{per_epoch[len(per_epoch) // 2]:.1f}" if per_epoch else "-"
+        score = f"{best['score']:.4f} | {best['score'] - win['score']:+.4f}" if best else "- | -"
+        lines.append(f"| {strategy} | {score} | {count} | {spent:.0f} | {median} |")
+    return lines

@@ -20,7 +20,7 @@ from autotl.testing import sentiment_rows
 from conftest import BUILTINS  # noqa: E402  (strategy -> the entry point that provides it)
 INSTALLED = sorted(Registry().strategies())  # built-ins plus installed plugins (autotl-peft)
 SEARCHED = ["freeze", "full_finetune", "l2sp", "linear_probe"]  # the CLI end-to-end search's four
-LEADERBOARD_COLUMNS = ["trial", "state", "strategy", "head", "score", "best_epoch", "seconds",
+LEADERBOARD_COLUMNS = ["trial", "state", "strategy", "head", "score", "best_epoch", "epochs", "seconds",
                        "trainable_params", "summary", "params", "error"]
 
 
@@ -111,6 +111,7 @@ SEARCH_ERRORS = [
     ("unknown plugin", ["--disable-plugin", "nosuch"], None,
      ["unknown plugin 'nosuch'", "autotl.finetune", "autotl.probe", "autotl.regularize"]),
     ("unknown encoding", ["--encoding", "utf-9"], None, ["unknown encoding 'utf-9'"]),
+    ("unknown pruner", ["--pruner", "hyperband"], None, ["unknown pruner 'hyperband'", "halving, median, none"]),
 ]
 
 

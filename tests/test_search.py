@@ -75,11 +75,18 @@ def test_search_writes_leaderboard_report_and_best_model(tiny_csv, tiny_test_csv
     config = json.loads((result.best_model / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     table = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
-    assert list(table.columns) == ["trial", "state", "strategy", "head", "score", "best_epoch", "seconds",
-                                   "trainable_params", "summary", "params", "error"]
+    assert list(table.columns) == ["trial", "state", "strategy", "head", "score", "best_epoch", "epochs",
+                                   "seconds", "trainable_params", "summary", "params", "error"]
+    assert all(r["epochs"] >= 1 for r in rows if r["state"] in ("complete", "pruned"))
     assert len(json.loads((tmp_path / "run" / "leaderboard.json").read_text())) == 6
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"trial {info['trial']}" in report and "Test set" in report
+    # accuracy against cost, per strategy: seconds spent and per epoch from the leaderboard
+    assert "Score against cost" in report
+    probe = [r for r in rows if r["strategy"] == "linear_probe"]
+    spent = sum(r["seconds"] for r in probe)
+    line = next(line for line in report.splitlines() if line.startswith("| linear_probe |"))
+    assert line.split("|")[5].strip() == f"{spent:.0f}"
 
 
 def test_a_small_budget_runs_the_first_of_the_portfolio_and_lists_only_what_ran(tiny_csv, tiny_model_dir,
@@ -267,6 +274,63 @@ def test_budget_reserves_time_for_the_refit():
     budget.reserve = 20  # the refit needs 20 s: trials must stop at 140
     assert budget.passed()
     assert Budget(None).passed() is False
+
+
+def test_budget_predicts_whether_work_fits():
+    from autotl.budget import Budget
+
+    now = [100.0]
+    budget = Budget(timeout=60, clock=lambda: now[0])  # ends at 160
+    assert budget.fits(60) and not budget.fits(61)
+    assert not budget.passed(within=59) and budget.passed(within=60)
+    budget.note_epoch(12.0)
+    budget.note_epoch(30.0)
+    budget.note_epoch(8.0)
+    assert budget.shortest_epoch == 8.0
+    now[0] = 155.0
+    assert budget.remaining() == 5.0 and budget.passed(within=budget.shortest_epoch)
+
+
+def test_an_epoch_that_would_end_past_the_deadline_is_not_started(tiny_model):
+    from dataclasses import replace
+
+    from autotl.budget import Budget
+    from autotl.strategy import ParamGroup, Plan, Stage
+    from autotl.testing import tiny_setup
+    from autotl.train import fit
+
+    class Asked(Budget):
+        """A deadline 1000 s away that records the look-ahead each epoch asks for."""
+
+        def __init__(self):
+            super().__init__(1000.0)
+            self.within = []
+
+        def passed(self, within=0.0):
+            self.within.append(within)
+            return within > 0  # any epoch predicted to take time would overrun
+
+    train, val, settings = tiny_setup()
+    model = tiny_model("mean")
+    plan = Plan((Stage((ParamGroup(tuple(model.head_parameters()), 1e-2),), 4),), batch_size=8)
+    deadline = Asked()
+    result = fit(model, plan, train, val, replace(settings, deadline=deadline))
+    assert len(result.scores) == 1 and result.truncated  # the first epoch always runs
+    assert deadline.within and deadline.within[0] > 0  # asked with the last epoch's duration
+    assert deadline.shortest_epoch == pytest.approx(deadline.within[0])
+
+
+def test_a_refit_that_cannot_fit_the_timeout_is_skipped(tiny_csv, tiny_model_dir, tmp_path, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setattr("autotl.runner._refit_seconds", lambda trial, setup: 1e9)
+    with caplog.at_level(logging.INFO, logger="autotl"):
+        result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=2, timeout=3600,
+                         strategies=["linear_probe"])
+    info = json.loads((result.best_model / "autotl.json").read_text())
+    assert info["refit"] is None and info["trial"] == result.leaderboard[0]["trial"]
+    assert "no time left for the refit" in caplog.text
+    assert len(result.leaderboard) == 2  # the budget was not held back for a refit that cannot run
 
 
 def test_regression_end_to_end(tiny_model_dir, tmp_path):

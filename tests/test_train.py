@@ -57,14 +57,16 @@ def test_cache_is_keyed_by_encoder_weights(tiny_model):
 def test_model_keeps_the_best_epochs_weights(tiny_model, monkeypatch):
     train, val, settings = tiny_setup()
     model = tiny_model("mean")
-    snapshots, scores = [], iter([0.5, 0.9, 0.6])
+    snapshots, lefts, scores = [], [], iter([0.5, 0.9, 0.6])
     settings = replace(settings, metric=replace(settings.metric, fn=lambda targets, predicted: next(scores)))
 
     def record(epoch, score, epochs_left):
         snapshots.append([p.detach().clone() for p in model.head_parameters()])
+        lefts.append(epochs_left)
 
     result = fit(model, _probe_plan(model), train, val, settings, on_epoch=record)
     assert result.best_epoch == 1 and result.best_score == 0.9 and result.scores == (0.5, 0.9, 0.6)
+    assert lefts == [2, 1, 0]  # the objective never prunes at 0: a last epoch costs nothing more
     assert all(torch.equal(p, s) for p, s in zip(model.head_parameters(), snapshots[1]))
     assert not all(torch.equal(p, s) for p, s in zip(model.head_parameters(), snapshots[2]))
 
