@@ -64,6 +64,14 @@ def autocast_for(device: str):
     return contextlib.nullcontext
 
 
+def to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
+    """Host to device; to a GPU through pinned memory without waiting for the copy (the
+    training step queued next does not need the host to sync)."""
+    if device.startswith("cuda"):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def _stage_setup(model, stage: Stage) -> tuple[list, bool]:
     """Set requires_grad for the stage; return (trainable params, encoder fully frozen)."""
     trainable = {id(p): p for g in stage.groups for p in g.params}
@@ -154,16 +162,16 @@ class StageForward:
         source = self._source(data) if self.mode != "tokens" else None
         with self.autocast():
             if self.mode == "pooled":
-                pooled = source[torch.as_tensor(index)].to(device)
+                pooled = to_device(source[torch.as_tensor(index)], device)
                 return pooled, model.head(pooled)
             if source is not None:  # layers, cached
                 hidden, mask = source.batch(index)
-                mask = mask.to(device)
-                hidden = model.run_layers(hidden.to(device), mask, self.depth)
+                mask = to_device(mask, device)
+                hidden = model.run_layers(to_device(hidden, device), mask, self.depth)
                 pooled = model.pool(hidden, mask)
                 return pooled, model.head(pooled)
             ids, mask = collate(data, index, self.settings.pad_id)
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask = to_device(ids, device), to_device(mask, device)
             if model.splittable:
                 pooled = model.features(ids, mask)
                 return pooled, model.head(pooled)
@@ -222,7 +230,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                 _set_modes(model, encoder_frozen)
                 for index in batch_order(train.lengths, plan.batch_size, rng):
                     pooled, logits = forward(train, index)
-                    loss = _loss(logits, torch.as_tensor(train.targets[index]).to(settings.device),
+                    loss = _loss(logits, to_device(torch.as_tensor(train.targets[index]), settings.device),
                                  settings.regression)
                     if stage.penalty is not None:
                         loss = loss + stage.penalty(model, Step(pooled, index, train, settings.pad_id))
