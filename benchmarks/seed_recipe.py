@@ -27,7 +27,7 @@ def main() -> None:
     import pandas as pd
     import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, TrainingArguments)
+                              Trainer, TrainingArguments, set_seed)
 
     from autotl.backbone import resolve
     from autotl.metrics import METRICS
@@ -39,6 +39,7 @@ def main() -> None:
     index = {name: i for i, name in enumerate(labels)}
     path = resolve("all-MiniLM-L6-v2")
     tokenizer = AutoTokenizer.from_pretrained(path)
+    set_seed(0)  # the new head's init: Trainer seeds only after the model exists
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index)
 
