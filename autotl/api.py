@@ -51,7 +51,7 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
            study_name: str = "autotl", seed: int = 0, max_length: int = 128,
            standard_head: bool = False, refit: bool = True, disable_plugins: tuple[str, ...] = (),
            encoding: str = "utf-8", device: str = "auto", progress: bool = True,
-           pruner: str = "halving") -> SearchResult:
+           pruner: str = "halving", trials_per_device: int = 1, artifacts=None) -> SearchResult:
     """Search transfer strategies x hyperparameters on a labelled text dataset.
 
     `data` is a CSV path or a pandas DataFrame with a text and a label column (inferred
@@ -60,46 +60,171 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
     resumes the study. With `refit` (the default) the winning configuration is finally
     retrained on train + validation rows; `timeout` bounds the whole search, refit
     included. `pruner` stops weak trials early: "halving" (successive halving over epochs
-    within each strategy's trials), "median" or "none". Raises `autotl.AutotlError`
-    subclasses for bad input.
-    """
-    from .budget import Budget
+    within each strategy's trials), "median" or "none".
 
+    `device` is "auto" (every visible GPU, else the CPU), "cpu", or GPUs "cuda:0,1,...";
+    with more than one device, or `trials_per_device` > 1, trials run in that many worker
+    processes at once. Models that beat the best so far go to the `artifacts` directory
+    (default RUN_DIR/artifacts), an Optuna artifact store that `autotl export` reads.
+    Raises `autotl.AutotlError` subclasses for bad input.
+    """
+    import time
+
+    from .budget import Budget
+    from .devices import parse_devices, worker_slots
+    from .runspec import RunSpec
+    from .study import make_pruner
+
+    _check_budget(n_trials, timeout, max_length)
+    make_pruner(pruner)  # an unknown name fails before any data is read
+    slots = worker_slots(parse_devices(device), trials_per_device)
+    run_dir = Path(out) if out else Path("autotl-runs") / _stem(data)
+    if n_trials is None and timeout is None:
+        n_trials = DEFAULT_TRIALS
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = RunSpec(data=_data_path(data, run_dir), text_col=text_col, label_col=label_col,
+                   val=None if val is None else str(Path(val).resolve()), val_frac=val_frac, encoding=encoding,
+                   model=model, strategies=strategies, disable_plugins=list(disable_plugins), metric=metric,
+                   max_length=max_length, seed=seed, standard_head=standard_head, pruner=pruner,
+                   n_trials=n_trials, deadline=None if timeout is None else time.time() + timeout,
+                   run_dir=str(run_dir.resolve()),
+                   artifacts=str(Path(artifacts).resolve() if artifacts else (run_dir / "artifacts").resolve()))
+    budget = Budget(timeout)
+    prepared = _prepare(spec, data=data, test=test, device=slots[0].device, budget=budget, progress=progress)
+    log.info("backbone %s (%d layers) on %s; searching %s; run directory %s", prepared.backbone.name,
+             prepared.backbone.num_layers, ", ".join(dict.fromkeys(s.device for s in slots)),
+             ", ".join(prepared.setup.strategies), run_dir)
+    from .runner import run_study
+
+    return run_study(setup=prepared.setup, target=prepared.target, tokenizer=prepared.tokenizer, run_dir=run_dir,
+                     storage=storage, study_name=study_name, seed=seed, n_trials=n_trials,
+                     budget=budget, refit=refit, max_length=max_length, backbone=prepared.backbone, pruner=pruner,
+                     record=prepared.record, spec=spec, slots=slots)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    target: object
+    backbone: object
+    tokenizer: object
+    setup: object
+    record: dict  # what identifies the study: a worker with other data or settings cannot join
+
+
+def _prepare(spec, *, data=None, test=None, device: str, budget, progress: bool) -> _Prepared:
+    """Plugins, data, metric, backbone and the trials' shared setup, from a RunSpec."""
     from .backbone import load_backbone, load_tokenizer
     from .data import load_data
     from .metrics import get_metric
     from .model import Pooling
     from .plugins import Registry
 
-    _check_budget(n_trials, timeout, max_length)
-    from .study import make_pruner
-
-    make_pruner(pruner)  # an unknown name fails before any data is read
-    selected = Registry(tuple(disable_plugins)).select(strategies)
-    target = load_data(data, text_col=text_col, label_col=label_col, val=val, val_frac=val_frac,
-                       test=test, seed=seed, encoding=encoding)
-    chosen_metric = get_metric(metric, target.task.value)
-    backbone = load_backbone(model)
+    selected = Registry(tuple(spec.disable_plugins)).select(spec.strategies)
+    target = load_data(spec.data if data is None else data, text_col=spec.text_col, label_col=spec.label_col,
+                       val=spec.val, val_frac=spec.val_frac, test=test, seed=spec.seed, encoding=spec.encoding)
+    chosen_metric = get_metric(spec.metric, target.task.value)
+    backbone = load_backbone(spec.model)
     device = resolve_device(device)
-    run_dir = Path(out) if out else Path("autotl-runs") / _stem(data)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    poolings = (Pooling.STANDARD.value,) if standard_head else (Pooling.STANDARD.value, Pooling.MEAN.value)
+    poolings = (Pooling.STANDARD.value,) if spec.standard_head else (Pooling.STANDARD.value, Pooling.MEAN.value)
     tokenizer = load_tokenizer(backbone.path)
-    log.info("backbone %s (%d layers) on %s; searching %s; run directory %s", backbone.name,
-             backbone.num_layers, device, ", ".join(selected), run_dir)
-    budget = Budget(timeout)
     setup = _trial_setup(target, backbone, tokenizer, selected, poolings, chosen_metric, device,
-                         seed, max_length, budget, progress)
-    if n_trials is None and timeout is None:
-        n_trials = DEFAULT_TRIALS
-    from .runner import run_study
+                         spec.seed, spec.max_length, budget, progress)
+    record = {"data": target.fingerprint, "model": backbone.name, "metric": chosen_metric.name,
+              "strategies": sorted(selected), "heads": list(poolings), "max_length": spec.max_length,
+              "seed": spec.seed}
+    return _Prepared(target, backbone, tokenizer, setup, record)
 
-    return run_study(setup=setup, target=target, tokenizer=tokenizer, run_dir=run_dir,
-                     storage=storage, study_name=study_name, seed=seed, n_trials=n_trials,
-                     budget=budget, refit=refit, max_length=max_length, backbone=backbone, pruner=pruner,
-                     record={"data": target.fingerprint, "model": backbone.name,
-                             "metric": chosen_metric.name, "strategies": sorted(selected),
-                             "heads": list(poolings), "max_length": max_length, "seed": seed})
+
+def _data_path(data, run_dir: Path) -> str:
+    """The CSV's absolute path; a DataFrame is saved in the run directory so workers can read it."""
+    if isinstance(data, (str, os.PathLike)):
+        return str(Path(data).resolve())
+    path = (run_dir / "data.csv").resolve()
+    data.to_csv(path, index=False)
+    return str(path)
+
+
+def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "auto",
+         artifacts=None, out=None, threads: int | None = None, progress: bool = False) -> int:
+    """Join a study started by `search` and run its trials until its budget is spent.
+
+    The study records the data path, strategies, metric and budget; `data` overrides the
+    path (another machine's copy: its content hash must match), `artifacts` the artifact
+    store's directory (must be the one the search reads: a shared directory), `out` where
+    to keep best/ (default: the search's run directory when it exists here). Returns the
+    number of trials this worker finished.
+    """
+    from .budget import Budget
+    from .errors import DataError
+    from .runner import work as run_trials
+    from .study import load_spec, open_storage
+
+    import optuna
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    study = _load_study(open_storage(storage, None), study_name)
+    spec = load_spec(study)
+    data_path = str(data) if data is not None else spec.data
+    if not Path(data_path).is_file():
+        raise DataError(f"the study's data {data_path} is not on this machine; pass --data with a copy of it")
+    store_dir = Path(artifacts) if artifacts else Path(spec.artifacts)
+    if not store_dir.is_dir():
+        raise UsageError(f"artifact store {store_dir} not found on this machine; mount the search's shared "
+                         "directory there or pass --artifacts DIR (the one the search reads)")
+    seconds_left = spec.seconds_left()
+    if seconds_left is not None and seconds_left <= 0:
+        log.info("study '%s': its budget is already spent; nothing to do", study_name)
+        return 0
+    budget = Budget(seconds_left)
+    prepared = _prepare(spec, data=data_path, device=device, budget=budget, progress=progress)
+    recorded = study.user_attrs.get("autotl", {})
+    for key, value in prepared.record.items():
+        if recorded.get(key) != value:
+            what = "the dataset (content hash)" if key == "data" else key
+            raise UsageError(f"this worker's {what} differs from study '{study_name}''s: {value!r} here, "
+                             f"{recorded.get(key)!r} in the study; pass --data with the study's dataset and "
+                             "install the same plugins")
+    from .artifacts import open_artifacts
+
+    run_dir = Path(out) if out else (Path(spec.run_dir) if spec.run_dir and Path(spec.run_dir).is_dir() else None)
+    before = len(study.get_trials(deepcopy=False))
+    info_base = {"backbone": prepared.backbone.name, "metric": prepared.setup.fit.metric.name,
+                 "data": prepared.target.schema(), "study": study_name}
+    interrupted = run_trials(study, prepared.setup, tokenizer=prepared.tokenizer, run_dir=run_dir,
+                             store=open_artifacts(store_dir), budget=budget, n_trials=spec.n_trials,
+                             refit=True, info_base=info_base, max_length=spec.max_length)
+    if interrupted:
+        raise KeyboardInterrupt
+    host = f"{__import__('socket').gethostname()}:{os.getpid()}"
+    mine = [t for t in study.get_trials(deepcopy=False)[before:] if t.user_attrs.get("worker") == host
+            and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    return len(mine)
+
+
+def export(*, storage: str, study_name: str = "autotl", out, artifacts=None) -> dict:
+    """Write the study's best model (uploaded by whichever worker trained it) as OUT/best."""
+    from .artifacts import export_best, open_artifacts
+    from .study import load_spec, open_storage
+
+    study = _load_study(open_storage(storage, None), study_name)
+    store_dir = Path(artifacts) if artifacts else Path(load_spec(study).artifacts)
+    if not store_dir.is_dir():
+        raise UsageError(f"artifact store {store_dir} not found on this machine; pass --artifacts DIR")
+    return export_best(study, open_artifacts(store_dir), Path(out))
+
+
+def _load_study(storage, study_name: str):
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise UsageError(f"no study '{study_name}' in this storage; studies there: "
+                         f"{', '.join(names) or 'none'}") from None
 
 
 def _check_budget(n_trials, timeout, max_length) -> None:
@@ -189,4 +314,4 @@ def _softmax(x):
     return e / e.sum(axis=1, keepdims=True)
 
 
-__all__ = ["search", "predict", "load", "SearchResult", "AutotlError"]
+__all__ = ["search", "work", "export", "predict", "load", "SearchResult", "AutotlError"]

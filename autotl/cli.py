@@ -1,4 +1,4 @@
-"""`autotl search | predict | strategies`: argparse front over the Python API.
+"""`autotl search | worker | export | predict | strategies`: argparse front over the Python API.
 
 AutotlError -> one line "error: ..." and exit 2. Any other exception is a bug and keeps
 its traceback. `--help` and `strategies` import neither torch nor transformers.
@@ -70,9 +70,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pruner", default="halving",
                    help="stop weak trials early: halving (successive halving over epochs within each "
                         "strategy's trials; default), median, none")
-    s.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
+    s.add_argument("--devices", "--device", dest="device", default="auto",
+                   help="auto (every visible GPU, else the CPU), cpu, or GPUs cuda:0,1,...; one worker "
+                        "process per device when there are several")
+    s.add_argument("--trials-per-device", type=int, default=1, metavar="N",
+                   help="worker processes per device, when one trial cannot fill it (default 1)")
+    s.add_argument("--artifacts", metavar="DIR",
+                   help="artifact store for the best models (default RUN_DIR/artifacts; a shared "
+                        "directory when workers run on other machines)")
     s.add_argument("--encoding", default="utf-8", help="CSV encoding (default utf-8)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    w = sub.add_parser("worker", help="join a study started by `autotl search` and run its trials",
+                       description="Run trials of an existing study until its budget is spent. The study "
+                                   "records the data, strategies and settings; this machine needs the same "
+                                   "data (content hash checked) and plugins.")
+    w.add_argument("--storage", required=True, metavar="URL",
+                   help="the search's storage: postgresql://... or its journal file")
+    w.add_argument("--study-name", default="autotl", help="study name in the storage (default autotl)")
+    w.add_argument("--data", metavar="DATA.csv", help="this machine's copy of the dataset (default: the "
+                                                      "path recorded by the search)")
+    w.add_argument("--artifacts", metavar="DIR", help="the search's artifact store (default: as recorded)")
+    w.add_argument("--out", metavar="RUN_DIR", help="also keep best/ here (default: the search's run "
+                                                    "directory if it exists on this machine)")
+    w.add_argument("--device", default="auto", help="one device: auto, cpu, cuda, cuda:N")
+    w.add_argument("--threads", type=int, help="torch CPU threads")
+    w.add_argument("--progress", action="store_true", help="a progress bar per trial")
+
+    e = sub.add_parser("export", help="write a study's best model (from its artifact store) as OUT/best")
+    e.add_argument("--storage", required=True, metavar="URL", help="the search's storage")
+    e.add_argument("--study-name", default="autotl", help="study name in the storage (default autotl)")
+    e.add_argument("--artifacts", metavar="DIR", help="the search's artifact store (default: as recorded)")
+    e.add_argument("--out", required=True, metavar="DIR", help="write DIR/best")
 
     p = sub.add_parser("predict", help="predict labels for new rows with a search's best model")
     p.add_argument("run", metavar="RUN_DIR", help="the --out directory of a search (or its best/)")
@@ -99,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(message)s", stream=sys.stderr)
     logging.getLogger("autotl").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return {"search": _search, "predict": _predict, "strategies": _strategies}[args.command](args)
+        commands = {"search": _search, "predict": _predict, "strategies": _strategies, "worker": _worker,
+                    "export": _export}
+        return commands[args.command](args)
     except AutotlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -122,8 +153,27 @@ def _search(args) -> int:
                     storage=args.storage, study_name=args.study_name, seed=args.seed,
                     max_length=args.max_length, standard_head=args.standard_head, refit=not args.no_refit,
                     disable_plugins=tuple(args.disable_plugin), encoding=args.encoding,
-                    device=args.device, progress=not args.no_progress, pruner=args.pruner)
+                    device=args.device, progress=not args.no_progress, pruner=args.pruner,
+                    trials_per_device=args.trials_per_device, artifacts=args.artifacts)
     return 130 if result.interrupted else 0
+
+
+def _worker(args) -> int:
+    from .api import work
+
+    done = work(storage=args.storage, study_name=args.study_name, data=args.data, device=args.device,
+                artifacts=args.artifacts, out=args.out, threads=args.threads, progress=args.progress)
+    logging.getLogger("autotl").info("worker done: %d trial(s) finished here", done)
+    return 0
+
+
+def _export(args) -> int:
+    from .api import export
+
+    info = export(storage=args.storage, study_name=args.study_name, out=args.out, artifacts=args.artifacts)
+    print(f"wrote trial {info['trial']} ({info['strategy']}, validation {info['metric']} "
+          f"{info['scores']['val']:.4f}) to {args.out}/best")
+    return 0
 
 
 def _predict(args) -> int:

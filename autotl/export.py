@@ -7,6 +7,7 @@ and the next search restore. A half-written ``best/`` never exists.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -32,11 +33,26 @@ def versions() -> dict:
             "optuna": optuna.__version__, "python": platform.python_version()}
 
 
-def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max_length: int) -> Path:
-    """Write `model` as RUN_DIR/best, atomically; returns the path."""
+@contextlib.contextmanager
+def best_lock(run_dir: Path):
+    """Exclusive lock on RUN_DIR's best/ swap: several worker processes may export."""
+    import fcntl
+
+    with open(Path(run_dir) / ".best.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max_length: int,
+              lock: bool = True, still_best=None) -> Path | None:
+    """Write `model` as RUN_DIR/best, atomically; returns the path. With `still_best` (a
+    callable), the swap happens only if it still says True under the lock (another worker
+    may have exported a better model meanwhile); None when it did not."""
     run_dir = Path(run_dir)
     best, tmp, old = run_dir / "best", run_dir / f".best-tmp-{os.getpid()}", run_dir / "best.old"
-    restore_best(run_dir)
     shutil.rmtree(tmp, ignore_errors=True)
     write_model(model, tokenizer, tmp, max_length=max_length)
     info = {**info, "head": {"pooling": model.pooling.value,
@@ -44,10 +60,15 @@ def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max
             "max_length": max_length, "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (tmp / INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
-    if best.exists():
-        os.replace(best, old)
-    os.replace(tmp, best)
-    shutil.rmtree(old, ignore_errors=True)
+    with best_lock(run_dir) if lock else contextlib.nullcontext():
+        if still_best is not None and not still_best():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return None
+        restore_best(run_dir)
+        if best.exists():
+            os.replace(best, old)
+        os.replace(tmp, best)
+        shutil.rmtree(old, ignore_errors=True)
     return best
 
 

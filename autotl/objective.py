@@ -73,8 +73,11 @@ def _with_desc(settings: FitSettings, desc: str) -> FitSettings:
 class Objective:
     """Optuna objective: strategy first, head next, then that strategy's own space."""
 
-    def __init__(self, setup: TrialSetup):
+    def __init__(self, setup: TrialSetup, on_complete=None):
         self.setup = setup
+        # on_complete(trial, outcome): runs while the trial is still running (it may still
+        # write to it, e.g. upload the model as its artifact), before the score is reported.
+        self.on_complete = on_complete
         self.pending: dict[int, TrialOutcome] = {}  # finished models awaiting the callback
         self.interrupted: dict | None = None  # params of a trial cut off by Ctrl-C, to re-queue
 
@@ -118,5 +121,7 @@ class Objective:
             trial.set_user_attr("finalized", result.finalized)
         if result.truncated:
             trial.set_user_attr("truncated", "stopped early at the --timeout")
+        if self.on_complete is not None:
+            self.on_complete(trial, outcome)
         self.pending[trial.number] = outcome
         return result.best_score

@@ -22,54 +22,42 @@ log = logging.getLogger("autotl")
 
 
 def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, seed, n_trials,
-              budget, refit: bool, max_length, backbone, record, pruner: str = studies.DEFAULT_PRUNER):
+              budget, refit: bool, max_length, backbone, record, pruner: str = studies.DEFAULT_PRUNER,
+              spec=None, slots=None):
+    """The whole search: open the study, run trials (here, or in one worker process per slot),
+    then the final model, its test score, the leaderboard and the report."""
     from .api import SearchResult
+    from .artifacts import open_artifacts
 
     restore_best(run_dir)
-    # Our own line reports each failed trial; Optuna's warning would repeat it with a traceback.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = studies.create_or_resume(
         storage=studies.open_storage(storage, run_dir), study_name=study_name, record=record,
         maximize=setup.fit.metric.maximize, seed=seed,
         portfolio=studies.portfolio(setup.strategies, setup.poolings), pruner=pruner)
-    studies.recover_dead_trials(study)
-    objective = Objective(setup)
+    if spec is not None:
+        studies.save_spec(study, spec)
+    store = open_artifacts(spec.artifacts) if spec is not None and spec.artifacts else None
     info_base = {"backbone": backbone.name, "metric": setup.fit.metric.name, "data": target.schema(),
                  "study": study_name}
-
-    def on_trial(study, trial) -> None:
-        outcome = objective.pending.pop(trial.number, None)
-        best = _best_trial(study)
-        is_best = trial.state is TrialState.COMPLETE and best is not None and best.number == trial.number
-        if is_best and outcome is not None:
-            save_best(outcome.model, tokenizer, run_dir, _info(info_base, trial, outcome.summary),
-                      max_length=max_length)
-            if refit:
-                # Keep time back for the refit only if it can fit at all; otherwise the
-                # trial's own model is final and the budget goes to more trials.
-                needed = _refit_seconds(trial, setup)
-                budget.reserve = needed if budget.fits(needed) else 0.0
-        log.info("%s", _trial_line(trial, setup.fit.metric.name, is_best, best))
-        if budget.passed(within=budget.shortest_epoch):
-            study.stop()  # not even the cheapest epoch seen fits before the deadline (and refit)
-
     remaining = studies.remaining_trials(study, n_trials)
-    interrupted = False
     if remaining == 0:
+        interrupted = False
         log.info("the study already has %d finished trials; raise --n-trials to run more", n_trials)
+    elif slots is not None and len(slots) > 1:
+        from .workers import run_workers
+
+        interrupted = run_workers(slots, storage=studies.storage_arg(storage, run_dir), study_name=study_name)
     else:
-        try:
-            study.optimize(objective, n_trials=remaining, catch=(Exception,), callbacks=[on_trial])
-        except KeyboardInterrupt:
-            interrupted = True
-            if objective.interrupted is not None:  # Optuna failed it; run it again next time
-                study.enqueue_trial(objective.interrupted)
-            log.warning("interrupted: finished trials and the best model so far are kept in %s; "
-                        "run the same command again to resume", run_dir)
+        interrupted = work(study, setup, tokenizer=tokenizer, run_dir=run_dir, store=store, budget=budget,
+                           n_trials=n_trials, refit=refit, info_base=info_base, max_length=max_length)
 
     best = _best_trial(study)
     info = None
     if best is not None and not interrupted:
+        if store is not None and not _holds(run_dir, best, study_name):
+            from .artifacts import export_best
+
+            export_best(study, store, run_dir)  # trained by another process
         info = _final_model(best, setup, tokenizer, run_dir, max_length, info_base, refit, budget)
         if target.test is not None:
             info = _score_test(run_dir, target, setup)
@@ -97,6 +85,81 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
                         leaderboard=rows, interrupted=interrupted)
 
 
+def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_trials, refit: bool,
+         info_base: dict, max_length: int) -> bool:
+    """Run trials of `study` in this process until `n_trials` finished trials exist in the
+    whole study (every worker counts) or the budget is spent. A trial that beats the best so
+    far uploads its model to `store` and (with a `run_dir`) is exported as best/ under a lock.
+    Returns whether Ctrl-C stopped it."""
+    # Our own line reports each failed trial; Optuna's warning would repeat it with a traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    studies.recover_dead_trials(study)
+    sign = 1 if setup.fit.metric.maximize else -1
+
+    def upload_if_best(trial, outcome) -> None:
+        best = _best_trial(study)
+        if store is not None and (best is None or sign * outcome.result.best_score > sign * best.value):
+            from .artifacts import upload_model
+
+            upload_model(trial, outcome.model, tokenizer, _info(info_base, trial, outcome.summary, outcome),
+                         max_length=max_length, store=store)
+
+    objective = Objective(setup, on_complete=upload_if_best)
+
+    def on_trial(study, trial) -> None:
+        outcome = objective.pending.pop(trial.number, None)
+        best = _best_trial(study)
+        is_best = trial.state is TrialState.COMPLETE and best is not None and best.number == trial.number
+        if is_best and outcome is not None and run_dir is not None:
+            def still_best():
+                now = _best_trial(study)
+                return now is not None and now.number == trial.number
+
+            save_best(outcome.model, tokenizer, run_dir, _info(info_base, trial, outcome.summary),
+                      max_length=max_length, still_best=still_best)
+        if is_best and refit:
+            # Keep time back for the refit only if it can fit at all; otherwise the
+            # trial's own model is final and the budget goes to more trials.
+            needed = _refit_seconds(trial, setup)
+            budget.reserve = needed if budget.fits(needed) else 0.0
+        log.info("%s", _trial_line(trial, setup.fit.metric.name, is_best, best))
+        del outcome
+        release_memory(setup.fit.device)
+        if budget.passed(within=budget.shortest_epoch):
+            study.stop()  # not even the cheapest epoch seen fits before the deadline (and refit)
+        elif n_trials is not None and studies.remaining_trials(study, n_trials) <= 0:
+            study.stop()  # other workers finished the rest
+        else:
+            studies.recover_dead_trials(study)  # a killed worker's trial is re-queued by us
+
+    remaining = studies.remaining_trials(study, n_trials)
+    try:
+        study.optimize(objective, n_trials=remaining, catch=(Exception,), callbacks=[on_trial])
+    except KeyboardInterrupt:
+        if objective.interrupted is not None:  # Optuna failed it; run it again next time
+            study.enqueue_trial(objective.interrupted)
+        log.warning("interrupted: finished trials and the best model so far are kept%s; "
+                    "run the same command again to resume", f" in {run_dir}" if run_dir else "")
+        return True
+    return False
+
+
+def release_memory(device: str) -> None:
+    """Give back what the finished trial held (its model, optimizer state, activations)."""
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _holds(run_dir: Path, trial, study_name: str) -> bool:
+    info = _read_info(run_dir)
+    return info is not None and info.get("trial") == trial.number and info.get("study") == study_name
+
+
 def _best_trial(study):
     try:
         return study.best_trial
@@ -104,12 +167,19 @@ def _best_trial(study):
         return None
 
 
-def _info(base: dict, trial, summary: str) -> dict:
+def _info(base: dict, trial, summary: str, outcome=None) -> dict:
+    """autotl.json's content for `trial`; from `outcome` while the trial is still running."""
+    if outcome is not None:
+        result = outcome.result
+        value, attrs = result.best_score, {"best_epoch": result.best_epoch, "epoch_scores": list(result.scores),
+                                           "trainable_params": result.trainable_params}
+    else:
+        value, attrs = trial.value, trial.user_attrs
     return {**base, "refit": None, "trial": trial.number, "strategy": trial.params[STRATEGY],
             "params": dict(trial.params), "summary": summary,
-            "scores": {"val": trial.value, "best_epoch": trial.user_attrs.get("best_epoch"),
-                       "epoch_scores": trial.user_attrs.get("epoch_scores"), "test": None},
-            "trainable_params": trial.user_attrs.get("trainable_params")}
+            "scores": {"val": value, "best_epoch": attrs.get("best_epoch"),
+                       "epoch_scores": attrs.get("epoch_scores"), "test": None},
+            "trainable_params": attrs.get("trainable_params")}
 
 
 def _read_info(run_dir: Path) -> dict | None:

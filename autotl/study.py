@@ -19,9 +19,22 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 DEFAULT_POOLING = "mean"  # first-trial head: measured best on sentence-embedding backbones
 
 
-def open_storage(url: str | None, run_dir: Path):
+HEARTBEAT_SECONDS = 10  # a worker's running trial says it is alive this often (RDB storages)
+GRACE_SECONDS = 30  # silent this long: the worker is dead; its trial is failed and re-queued
+
+
+def storage_arg(url: str | None, run_dir: Path) -> str:
+    """The storage as a worker process is told it: a URL, or the journal file's path."""
+    if url is not None and "://" in url:
+        return url
+    return str(Path(url) if url else run_dir / "study.journal")
+
+
+def open_storage(url: str | None, run_dir: Path | None):
     """A journal file in the run directory by default (safe for several local processes);
-    a ``*.journal``/``*.log`` path as a journal file; any other string as an Optuna URL."""
+    a ``*.journal``/``*.log`` path as a journal file; any other string as an Optuna URL. A
+    database URL gets heartbeats: a worker that dies mid-trial (even on another machine)
+    has its trial failed and re-queued by the survivors."""
     if url is None or not ("://" in url):
         path = Path(url) if url else run_dir / "study.journal"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,9 +43,38 @@ def open_storage(url: str | None, run_dir: Path):
 
         return JournalStorage(JournalFileBackend(str(path)))
     try:
+        if url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "sqlite"):
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+                                              grace_period=GRACE_SECONDS, failed_trial_callback=requeue_stale)
         return optuna.storages.get_storage(url)
     except Exception as exc:  # bad URL, missing driver, unreachable server
         raise UsageError(f"cannot open storage '{url}': {type(exc).__name__}: {exc}") from None
+
+
+def requeue_stale(study, trial) -> None:
+    """Optuna failed `trial` because its worker stopped beating: run its params again."""
+    log.warning("trial %d's worker stopped responding; the trial is failed and queued again", trial.number)
+    study.enqueue_trial(dict(trial.params), user_attrs={REQUEUED_FROM: trial.number})
+
+
+REQUEUED_FROM = "requeued_from"
+
+
+def save_spec(study, spec) -> None:
+    """Record how to run this study's trials, for `autotl worker` (the latest search wins)."""
+    from .runspec import RUN_ATTR
+
+    study.set_user_attr(RUN_ATTR, spec.to_json())
+
+
+def load_spec(study):
+    from .runspec import RUN_ATTR, RunSpec
+
+    raw = study.user_attrs.get(RUN_ATTR)
+    if raw is None:
+        raise UsageError(f"study '{study.study_name}' was not started by `autotl search`; start it with "
+                         "`autotl search DATA.csv --storage URL --study-name NAME` first")
+    return RunSpec.from_json(raw)
 
 
 def _family(trial) -> tuple:
@@ -156,9 +198,12 @@ def recover_dead_trials(study: optuna.Study) -> int:
         worker_host, _, pid = worker.rpartition(":")
         if worker_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "error", f"worker {worker} died mid-trial; re-queued")
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        try:  # several live workers may find the same dead one's trial: the first to fail it re-queues it
+            study._storage.set_trial_user_attr(t._trial_id, "error", f"worker {worker} died mid-trial; re-queued")
+            study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
         study.enqueue_trial(t.params)
         revived += 1
     if revived:
@@ -183,7 +228,10 @@ def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
     Trials cut short by a killed worker do not count: their configuration runs again."""
     if n_trials is None:
         return None
-    done = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if not t.user_attrs.get("interrupted")]
+    trials = study.get_trials(deepcopy=False)
+    requeued = {t.user_attrs.get(REQUEUED_FROM) for t in trials} - {None}
+    done = [t for t in trials if t.state in FINISHED and not t.user_attrs.get("interrupted")
+            and t.number not in requeued]
     return max(0, n_trials - len(done))
 
 
