@@ -190,7 +190,8 @@ def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "
     from .artifacts import open_artifacts
 
     run_dir = Path(out) if out else (Path(spec.run_dir) if spec.run_dir and Path(spec.run_dir).is_dir() else None)
-    before = len(study.get_trials(deepcopy=False))
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    before = {t.number for t in study.get_trials(deepcopy=False, states=finished)}
     info_base = {"backbone": prepared.backbone.name, "metric": prepared.setup.fit.metric.name,
                  "data": prepared.target.schema(), "study": study_name}
     interrupted = run_trials(study, prepared.setup, tokenizer=prepared.tokenizer, run_dir=run_dir,
@@ -199,21 +200,21 @@ def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "
     if interrupted:
         raise KeyboardInterrupt
     host = f"{__import__('socket').gethostname()}:{os.getpid()}"
-    mine = [t for t in study.get_trials(deepcopy=False)[before:] if t.user_attrs.get("worker") == host
-            and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    return len(mine)
+    return sum(t.user_attrs.get("worker") == host and t.number not in before
+               for t in study.get_trials(deepcopy=False, states=finished))
 
 
-def export(*, storage: str, study_name: str = "autotl", out, artifacts=None) -> dict:
+def export_best(*, storage: str, study_name: str = "autotl", out, artifacts=None) -> dict:
     """Write the study's best model (uploaded by whichever worker trained it) as OUT/best."""
-    from .artifacts import export_best, open_artifacts
+    from .artifacts import export_best as export_from_store
+    from .artifacts import open_artifacts
     from .study import load_spec, open_storage
 
     study = _load_study(open_storage(storage, None), study_name)
     store_dir = Path(artifacts) if artifacts else Path(load_spec(study).artifacts)
     if not store_dir.is_dir():
         raise UsageError(f"artifact store {store_dir} not found on this machine; pass --artifacts DIR")
-    return export_best(study, open_artifacts(store_dir), Path(out))
+    return export_from_store(study, open_artifacts(store_dir), Path(out))
 
 
 def _load_study(storage, study_name: str):
@@ -314,4 +315,4 @@ def _softmax(x):
     return e / e.sum(axis=1, keepdims=True)
 
 
-__all__ = ["search", "work", "export", "predict", "load", "SearchResult", "AutotlError"]
+__all__ = ["search", "work", "export_best", "predict", "load", "SearchResult", "AutotlError"]

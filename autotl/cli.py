@@ -168,9 +168,9 @@ def _worker(args) -> int:
 
 
 def _export(args) -> int:
-    from .api import export
+    from .api import export_best
 
-    info = export(storage=args.storage, study_name=args.study_name, out=args.out, artifacts=args.artifacts)
+    info = export_best(storage=args.storage, study_name=args.study_name, out=args.out, artifacts=args.artifacts)
     print(f"wrote trial {info['trial']} ({info['strategy']}, validation {info['metric']} "
           f"{info['scores']['val']:.4f}) to {args.out}/best")
     return 0

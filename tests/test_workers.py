@@ -1,0 +1,98 @@
+"""Many workers on one study: devices, local worker processes, joining, exporting."""
+
+import json
+from collections import Counter
+
+import optuna
+import pytest
+
+import autotl
+from autotl.devices import parse_devices, worker_slots
+from autotl.errors import UsageError
+from autotl.export import load_model
+from autotl.study import open_storage
+from autotl.testing import sentiment_rows
+
+from conftest import write_csv
+
+
+@pytest.mark.parametrize("spec, gpus, expected", [
+    ("auto", 0, ["cpu"]), ("auto", 2, ["cuda:0", "cuda:1"]), ("cpu", 4, ["cpu"]),
+    ("cuda", 1, ["cuda:0"]), ("cuda:0,1", 2, ["cuda:0", "cuda:1"]), ("cuda:1,cuda:3", 4, ["cuda:1", "cuda:3"]),
+])
+def test_devices_are_parsed(spec, gpus, expected):
+    assert parse_devices(spec, gpu_count=gpus) == expected
+
+
+@pytest.mark.parametrize("spec, gpus, words", [
+    ("cuda:2", 2, "GPU 2 does not exist: 2 visible"), ("cuda:0,0", 2, "each GPU once"),
+    ("tpu", 0, "unknown devices 'tpu'"), ("cuda", 0, "no CUDA GPU is visible; use --devices cpu"),
+])
+def test_bad_devices_are_usage_errors(spec, gpus, words):
+    with pytest.raises(UsageError, match=words):
+        parse_devices(spec, gpu_count=gpus)
+
+
+def test_worker_slots_share_the_cpu_and_pin_one_gpu_each():
+    slots = worker_slots(["cpu"], 2, cpu_count=8)
+    assert [(s.local_device, s.visible, s.threads) for s in slots] == [("cpu", None, 4)] * 2
+    slots = worker_slots(["cuda:0", "cuda:3"], 2, cpu_count=16)
+    assert [s.visible for s in slots] == ["0", "0", "3", "3"]
+    assert {s.local_device for s in slots} == {"cuda:0"}  # each worker sees only its own GPU
+    with pytest.raises(UsageError, match="trials_per_device must be >= 1"):
+        worker_slots(["cpu"], 0)
+
+
+STRATEGIES = ["linear_probe", "full_finetune", "freeze"]
+
+
+def _study(run):
+    return optuna.load_study(study_name="autotl", storage=open_storage(None, run))
+
+
+def test_worker_processes_share_one_study_and_account_for_every_trial(tiny_csv, tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    result = autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=6, device="cpu",
+                           trials_per_device=3, strategies=STRATEGIES, progress=False)
+    trials = _study(run).trials
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    # A worker stops once the study has 6 finished trials; the others' running ones finish too.
+    assert 6 <= len(finished) <= 6 + 2 and len(trials) == len(finished)
+    assert len({t.number for t in trials}) == len(trials)
+    workers = Counter(t.user_attrs["worker"] for t in trials)
+    assert len(workers) >= 2, workers  # several processes really took trials
+    registry = autotl.plugins.Registry().strategies()
+    for name in STRATEGIES:  # each enqueued literature default ran exactly once
+        defaults = registry[name].strategy.defaults
+        assert sum({k: v for k, v in t.params.items() if k.startswith(name + ".")} == defaults
+                   for t in trials) == 1, name
+    info = json.loads((result.best_model / "autotl.json").read_text())
+    assert info["trial"] == _study(run).best_trial.number
+    assert info["refit"]["rows"] == 60  # the search refit the winner once the workers were done
+
+
+def test_a_worker_joins_a_study_and_export_writes_its_best_anywhere(tiny_csv, tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=2, strategies=STRATEGIES, progress=False)
+    journal = str(run / "study.journal")
+    study = _study(run)
+    study.set_user_attr("autotl_run", {**study.user_attrs["autotl_run"], "n_trials": 3})  # room for one more
+    assert autotl.work(storage=journal, device="cpu") == 1
+    assert len([t for t in _study(run).trials if t.state.name == "COMPLETE"]) >= 3
+    info = autotl.export_best(storage=journal, out=tmp_path / "elsewhere")
+    best = _study(run).best_trial
+    assert info["trial"] == best.number and info["scores"]["val"] == best.value
+    model, _, loaded = load_model(tmp_path / "elsewhere")
+    assert loaded["params"] == best.params
+
+
+def test_a_worker_with_other_data_cannot_join(tiny_csv, tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=1, strategies=["linear_probe"], progress=False)
+    other = write_csv(tmp_path / "other.csv", sentiment_rows(60, seed=7))
+    with pytest.raises(UsageError, match=r"dataset \(content hash\) differs"):
+        autotl.work(storage=str(run / "study.journal"), data=other, device="cpu")
+    with pytest.raises(UsageError, match="no study 'nope'.*autotl"):
+        autotl.work(storage=str(run / "study.journal"), study_name="nope")
+    with pytest.raises(UsageError, match="artifact store .* not found"):
+        autotl.work(storage=str(run / "study.journal"), artifacts=tmp_path / "missing")
