@@ -12,7 +12,7 @@ from .batching import Encoded
 from .errors import StrategyError
 from .model import Pooling, TransferModel, build_model
 from .plugins import Registered
-from .train import FitResult, FitSettings, fit
+from .train import FitResult, FitSettings, fit, release_memory
 
 log = logging.getLogger("autotl")
 
@@ -70,6 +70,12 @@ def _with_desc(settings: FitSettings, desc: str) -> FitSettings:
     return replace(settings, desc=desc)
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError)
+
+
 class Objective:
     """Optuna objective: strategy first, head next, then that strategy's own space."""
 
@@ -80,6 +86,30 @@ class Objective:
         self.on_complete = on_complete
         self.pending: dict[int, TrialOutcome] = {}  # finished models awaiting the callback
         self.interrupted: dict | None = None  # params of a trial cut off by Ctrl-C, to re-queue
+
+    def _run(self, trial, params: dict, report, desc: str) -> TrialOutcome:
+        """run_params; out of GPU memory, once more in micro-batches of half the batch."""
+        from dataclasses import replace
+
+        try:
+            return run_params(self.setup, params, on_epoch=report, desc=desc)
+        except Exception as exc:
+            if not _out_of_memory(exc):
+                raise
+        # Outside the except block: the failed attempt's tensors are free to go.
+        release_memory(self.setup.fit.device)
+        log.warning("trial %d ran out of GPU memory; retrying it once with 2 micro-batches per step "
+                    "(gradient accumulation, the same effective batch)", trial.number)
+        trial.set_user_attr("oom_retry", "retried with 2 micro-batches per step")
+        retry = replace(self.setup, fit=replace(self.setup.fit, accumulation=2))
+        try:
+            return run_params(retry, params, on_epoch=report, desc=desc)
+        except Exception as exc:
+            if not _out_of_memory(exc):
+                raise
+        release_memory(self.setup.fit.device)
+        raise StrategyError("out of GPU memory even in micro-batches of half the batch; lower --max-length, "
+                            "run fewer --trials-per-device, or use a GPU with more memory")
 
     def __call__(self, trial) -> float:
         import optuna
@@ -97,8 +127,7 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({score:.4f})")
 
         try:
-            outcome = run_params(setup, params, on_epoch=report,
-                                 desc=f"trial {trial.number} {name}/{pooling}")
+            outcome = self._run(trial, params, report, f"trial {trial.number} {name}/{pooling}")
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:

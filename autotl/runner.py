@@ -15,6 +15,7 @@ from . import study as studies
 from .errors import AutotlError
 from .export import INFO, find_best, load_model, restore_best, save_best
 from .objective import POOLING, STRATEGY, Objective, run_params
+from .train import release_memory
 from .batching import concat
 from .report import format_table, leaderboard, write_leaderboard, write_report
 
@@ -47,6 +48,13 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
         from .workers import run_workers
 
         interrupted = run_workers(slots, storage=studies.storage_arg(storage, run_dir), study_name=study_name)
+        # A worker killed mid-trial left it RUNNING: fail and re-queue it, and run what is
+        # left of the budget here (the survivors may have stopped before it was re-queued).
+        studies.recover_dead_trials(study)
+        left = studies.remaining_trials(study, n_trials)
+        if not interrupted and (left is None or left > 0) and not budget.passed(within=budget.shortest_epoch):
+            interrupted = work(study, setup, tokenizer=tokenizer, run_dir=run_dir, store=store, budget=budget,
+                               n_trials=n_trials, refit=refit, info_base=info_base, max_length=max_length)
     else:
         interrupted = work(study, setup, tokenizer=tokenizer, run_dir=run_dir, store=store, budget=budget,
                            n_trials=n_trials, refit=refit, info_base=info_base, max_length=max_length)
@@ -142,17 +150,6 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
                     "run the same command again to resume", f" in {run_dir}" if run_dir else "")
         return True
     return False
-
-
-def release_memory(device: str) -> None:
-    """Give back what the finished trial held (its model, optimizer state, activations)."""
-    import gc
-
-    gc.collect()
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.empty_cache()
 
 
 def _holds(run_dir: Path, trial, study_name: str) -> bool:

@@ -41,6 +41,7 @@ class FitSettings:
     finalize_choice: dict | None = None  # a refit re-applies what finalize chose in the trial
     progress: bool = False  # a tqdm bar per trial on stderr
     use_cache: bool = True  # reuse what frozen layers compute (features.py, activations.py)
+    accumulation: int = 1  # micro-batches per optimizer step (an out-of-memory retry uses 2)
     desc: str = ""  # the bar's label
 
 
@@ -70,6 +71,16 @@ def to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
     if device.startswith("cuda"):
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+def release_memory(device: str) -> None:
+    """Give back what a finished (or failed) trial held: its model, optimizer state and
+    activations, to the Python heap and, on a GPU, to the device."""
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
 
 
 def _stage_setup(model, stage: Stage) -> tuple[list, bool]:
@@ -229,12 +240,14 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                 epoch_start = time.monotonic()
                 _set_modes(model, encoder_frozen)
                 for index in batch_order(train.lengths, plan.batch_size, rng):
-                    pooled, logits = forward(train, index)
-                    loss = _loss(logits, to_device(torch.as_tensor(train.targets[index]), settings.device),
-                                 settings.regression)
-                    if stage.penalty is not None:
-                        loss = loss + stage.penalty(model, Step(pooled, index, train, settings.pad_id))
-                    loss.backward()
+                    # Micro-batches (gradient accumulation) give the same step in less memory.
+                    for part in np.array_split(index, min(settings.accumulation, len(index))):
+                        pooled, logits = forward(train, part)
+                        loss = _loss(logits, to_device(torch.as_tensor(train.targets[part]), settings.device),
+                                     settings.regression)
+                        if stage.penalty is not None:
+                            loss = loss + stage.penalty(model, Step(pooled, part, train, settings.pad_id))
+                        (loss * (len(part) / len(index))).backward()
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
                     optimizer.step()
                     scheduler.step()

@@ -96,3 +96,59 @@ def test_a_worker_with_other_data_cannot_join(tiny_csv, tiny_model_dir, tmp_path
         autotl.work(storage=str(run / "study.journal"), study_name="nope")
     with pytest.raises(UsageError, match="artifact store .* not found"):
         autotl.work(storage=str(run / "study.journal"), artifacts=tmp_path / "missing")
+
+
+def _oom_when_batch_over(limit: int, monkeypatch):
+    """Make the loss raise CUDA's out-of-memory error for batches over `limit` rows."""
+    import torch
+
+    import autotl.train
+
+    original = autotl.train._loss
+
+    def loss(logits, targets, regression):
+        if len(targets) > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(logits, targets, regression)
+
+    monkeypatch.setattr(autotl.train, "_loss", loss)
+
+
+def test_out_of_memory_is_retried_once_in_micro_batches(tiny_csv, tiny_model_dir, tmp_path, monkeypatch):
+    _oom_when_batch_over(16, monkeypatch)  # the probe's batch of 32 does not fit; 16 does
+    result = autotl.search(tiny_csv, model=tiny_model_dir, out=tmp_path / "run", n_trials=1,
+                           strategies=["linear_probe"], progress=False, refit=False)
+    (row,) = result.leaderboard
+    assert row["state"] == "complete", row["error"]
+    assert _study(tmp_path / "run").trials[0].user_attrs["oom_retry"].startswith("retried with 2 micro-batches")
+
+
+def test_out_of_memory_twice_fails_the_trial_with_advice(tiny_csv, tiny_model_dir, tmp_path, monkeypatch):
+    _oom_when_batch_over(2, monkeypatch)
+    with pytest.raises(autotl.AutotlError, match="out of GPU memory even in micro-batches.*--max-length"):
+        autotl.search(tiny_csv, model=tiny_model_dir, out=tmp_path / "run", n_trials=1,
+                      strategies=["linear_probe"], progress=False)
+
+
+def test_micro_batches_take_the_same_optimizer_step(tiny_model):
+    from dataclasses import replace
+
+    import torch
+
+    from autotl.strategy import ParamGroup, Plan, Stage
+    from autotl.testing import tiny_setup
+    from autotl.train import fit
+
+    train, val, settings = tiny_setup()
+    heads = []
+    for accumulation in (1, 3):
+        torch.manual_seed(0)
+        model = tiny_model("mean")
+        model.head_.dropout.p = 0.0  # dropout masks would differ between 1 and 3 forward calls
+        plan = Plan((Stage((ParamGroup(tuple(model.head_parameters()), 1e-2),), 2),), batch_size=12)
+        fit(model, plan, train, val, replace(settings, accumulation=accumulation))
+        heads.append([p.detach().clone() for p in model.head_parameters()])
+    for a, b in zip(*heads):
+        assert torch.allclose(a, b, atol=1e-6)
+    torch.manual_seed(0)
+    assert not torch.allclose(heads[0][0], tiny_model("mean").head_parameters()[0])  # it trained
