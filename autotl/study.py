@@ -19,8 +19,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 DEFAULT_POOLING = "mean"  # first-trial head: measured best on sentence-embedding backbones
 
 
-HEARTBEAT_SECONDS = 10  # a worker's running trial says it is alive this often (RDB storages)
-GRACE_SECONDS = 30  # silent this long: the worker is dead; its trial is failed and re-queued
+# A worker's running trial says it is alive this often (database storages); silent for the
+# grace period, the worker is taken for dead and its trial is failed and re-queued.
+HEARTBEAT_SECONDS = int(os.environ.get("AUTOTL_HEARTBEAT_SECONDS", "10"))
+GRACE_SECONDS = int(os.environ.get("AUTOTL_HEARTBEAT_GRACE", "30"))
 
 
 def storage_arg(url: str | None, run_dir: Path) -> str:
@@ -44,8 +46,11 @@ def open_storage(url: str | None, run_dir: Path | None):
         return JournalStorage(JournalFileBackend(str(path)))
     try:
         if url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "sqlite"):
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
-                                              grace_period=GRACE_SECONDS, failed_trial_callback=requeue_stale)
+            with warnings.catch_warnings():  # heartbeats are "experimental"; they are what we need
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+                                                  grace_period=GRACE_SECONDS,
+                                                  heartbeat_stale_trial_callback=requeue_stale)
         return optuna.storages.get_storage(url)
     except Exception as exc:  # bad URL, missing driver, unreachable server
         raise UsageError(f"cannot open storage '{url}': {type(exc).__name__}: {exc}") from None

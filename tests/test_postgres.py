@@ -1,0 +1,112 @@
+"""Many workers on one PostgreSQL study: every trial once, the best exported, a killed worker's
+trial re-run. Needs a server: AUTOTL_TEST_POSTGRES=postgresql://... (`.ci/run` starts one with
+`.ci/postgres.sh`, and sets AUTOTL_REQUIRE_POSTGRES=1 so that a missing server fails CI)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+
+import autotl
+from autotl.study import open_storage
+
+URL = os.environ.get("AUTOTL_TEST_POSTGRES")
+if URL is None and os.environ.get("AUTOTL_REQUIRE_POSTGRES"):
+    raise RuntimeError("AUTOTL_REQUIRE_POSTGRES is set but AUTOTL_TEST_POSTGRES is not: start the server "
+                       "with .ci/postgres.sh")
+pytestmark = pytest.mark.skipif(URL is None, reason="no PostgreSQL server: set AUTOTL_TEST_POSTGRES "
+                                                    "(.ci/postgres.sh starts one)")
+
+STRATEGIES = ["linear_probe", "full_finetune", "freeze"]
+
+
+def _name() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"  # the server outlives a test: a fresh study each time
+
+
+def test_three_workers_on_postgres_account_for_every_trial_once(tiny_csv, tiny_model_dir, tmp_path):
+    name = _name()
+    result = autotl.search(tiny_csv, model=tiny_model_dir, out=tmp_path / "run", storage=URL, study_name=name,
+                           n_trials=6, device="cpu", trials_per_device=3, strategies=STRATEGIES, progress=False)
+    study = optuna.load_study(study_name=name, storage=URL)
+    trials = study.trials
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials), [t.state for t in trials]
+    assert 6 <= len(trials) <= 8 and len({t.number for t in trials}) == len(trials)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2
+    registry = autotl.plugins.Registry().strategies()
+    for strategy in STRATEGIES:  # each enqueued default ran exactly once across the workers
+        defaults = registry[strategy].strategy.defaults
+        assert sum({k: v for k, v in t.params.items() if k.startswith(strategy + ".")} == defaults
+                   for t in trials) == 1
+    # Another machine, another directory: the best model comes from the artifact store.
+    info = autotl.export_best(storage=URL, study_name=name, out=tmp_path / "elsewhere")
+    assert info["trial"] == study.best_trial.number and info["scores"]["val"] == study.best_trial.value
+    assert info["params"] == study.best_trial.params
+    assert json.loads((result.best_model / "autotl.json").read_text())["trial"] == study.best_trial.number
+
+
+SLEEP_ONCE = '''
+import os, time
+from dataclasses import dataclass, field
+import autotl
+from autotl.strategies.probe import LinearProbe
+
+@dataclass
+class SleepOnce(LinearProbe):
+    name: str = "sleeponce"
+    description: str = "a linear probe whose first run sleeps (to be killed mid-trial)"
+    defaults: dict = field(default_factory=lambda: {
+        "sleeponce." + k.split(".", 1)[1]: v for k, v in LinearProbe().defaults.items()})
+
+    def prepare(self, model, params):
+        marker = os.environ["AUTOTL_TEST_MARKER"]
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            time.sleep(120)
+        return super().prepare(model, params)
+
+@autotl.hookimpl
+def autotl_strategies():
+    return [SleepOnce()]
+'''
+
+
+def test_a_worker_killed_mid_trial_has_its_trial_rerun(tiny_csv, tiny_model_dir, tmp_path, fake_plugin):
+    site = fake_plugin("autotl_sleeponce", SLEEP_ONCE)
+    name = _name()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")]),
+           "AUTOTL_TEST_MARKER": str(tmp_path / "slept"), "AUTOTL_HEARTBEAT_SECONDS": "1",
+           "AUTOTL_HEARTBEAT_GRACE": "3"}
+    cmd = [sys.executable, "-m", "autotl.cli", "search", tiny_csv, "--model", tiny_model_dir, "--storage", URL,
+           "--study-name", name, "--strategies", "sleeponce,linear_probe,freeze", "--n-trials", "6",
+           "--devices", "cpu", "--trials-per-device", "2", "--out", str(tmp_path / "run"), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    victim = None
+    while victim is None:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.monotonic() < deadline, "the sleeping trial never started"
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name=name, storage=URL)
+        except KeyError:
+            continue
+        running = [t for t in study.trials if t.state.name == "RUNNING" and t.params.get("strategy") == "sleeponce"]
+        if running and (tmp_path / "slept").exists():
+            victim = running[0]
+    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    output = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, output
+    trials = optuna.load_study(study_name=name, storage=open_storage(URL, None)).trials
+    assert trials[victim.number].state.name == "FAIL"
+    reruns = [t for t in trials if t.params == victim.params and t.state.name == "COMPLETE"]
+    assert len(reruns) == 1, "the killed trial's configuration must run again exactly once"
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) >= 6  # the killed trial did not count; the study still completed
