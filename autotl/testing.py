@@ -28,8 +28,8 @@ NEUTRAL = ["the", "movie", "film", "was", "plot", "acting", "really", "quite", "
 LABELS = ("negative", "positive")
 
 
-def make_tiny_backbone(path) -> str:
-    """Save a 2-layer, 32-wide BERT and its WordPiece tokenizer under `path`; return it."""
+def make_tiny_backbone(path, *, hidden_size: int = 32, layers: int = 2) -> str:
+    """Save a 2-layer, 32-wide BERT (or as given) and its WordPiece tokenizer under `path`."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -39,8 +39,8 @@ def make_tiny_backbone(path) -> str:
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=64)
     BertModel(config).save_pretrained(path)
     return str(path)
 

@@ -152,3 +152,29 @@ def test_micro_batches_take_the_same_optimizer_step(tiny_model):
         assert torch.allclose(a, b, atol=1e-6)
     torch.manual_seed(0)
     assert not torch.allclose(heads[0][0], tiny_model("mean").head_parameters()[0])  # it trained
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def test_memory_returns_to_its_baseline_between_trials(tiny_csv, tmp_path, monkeypatch):
+    import autotl.runner
+    from autotl.testing import make_tiny_backbone
+
+    # Big enough that one leaked trial (weights, grads, AdamW state: ~50 MiB) shows in the RSS.
+    backbone = make_tiny_backbone(tmp_path / "bert", hidden_size=384, layers=4)
+    after_trial = []
+    release = autotl.runner.release_memory
+
+    def measured(device):
+        release(device)
+        after_trial.append(_rss_mib())
+
+    monkeypatch.setattr(autotl.runner, "release_memory", measured)
+    autotl.search(tiny_csv, model=backbone, out=tmp_path / "run", n_trials=6, strategies=["full_finetune"],
+                  progress=False, refit=False, pruner="none")
+    assert len(after_trial) == 6
+    baseline = after_trial[1]  # after the first trials: allocator pools and caches are warm
+    assert max(after_trial[2:]) - baseline < 40, after_trial
