@@ -154,12 +154,12 @@ def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "
     to keep best/ (default: the search's run directory when it exists here). Returns the
     number of trials this worker finished.
     """
+    import optuna
+
     from .budget import Budget
     from .errors import DataError
     from .runner import work as run_trials
     from .study import load_spec, open_storage
-
-    import optuna
 
     if threads:
         import torch

@@ -12,12 +12,12 @@ import optuna
 from optuna.trial import TrialState
 
 from . import study as studies
+from .batching import concat
 from .errors import AutotlError
 from .export import INFO, find_best, load_model, restore_best, save_best
 from .objective import POOLING, STRATEGY, Objective, run_params
-from .train import release_memory
-from .batching import concat
 from .report import format_table, leaderboard, write_leaderboard, write_report
+from .train import release_memory
 
 log = logging.getLogger("autotl")
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .activations import ACTIVATIONS
 from .batching import Encoded, batch_order, collate
 from .budget import Budget
 from .errors import StrategyError
-from .activations import ACTIVATIONS
 from .features import CACHE as FEATURES
 from .metrics import Metric
 from .strategy import Plan, Stage, Step

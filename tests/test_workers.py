@@ -5,6 +5,7 @@ from collections import Counter
 
 import optuna
 import pytest
+from conftest import write_csv
 
 import autotl
 from autotl.devices import parse_devices, worker_slots
@@ -12,8 +13,6 @@ from autotl.errors import UsageError
 from autotl.export import load_model
 from autotl.study import open_storage
 from autotl.testing import sentiment_rows
-
-from conftest import write_csv
 
 
 @pytest.mark.parametrize("spec, gpus, expected", [
