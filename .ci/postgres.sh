@@ -4,7 +4,8 @@
 set -euo pipefail
 STATE=/tmp/autotl-ci-postgres
 PORT=${AUTOTL_PG_PORT:-55432}
-as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# (from / : the postgres user may not be allowed into the caller's directory)
+as_postgres() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 if [ "${1:-}" = stop ]; then
     [ -f "$STATE/data/postmaster.pid" ] && as_postgres "$(cat "$STATE/bin")/pg_ctl" -D "$STATE/data" -m fast stop >/dev/null || true
     exit 0

@@ -40,8 +40,7 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
     store = open_artifacts(spec.artifacts) if spec is not None and spec.artifacts else None
     info_base = {"backbone": backbone.name, "metric": setup.fit.metric.name, "data": target.schema(),
                  "study": study_name}
-    remaining = studies.remaining_trials(study, n_trials)
-    if remaining == 0:
+    if _done(study, n_trials):
         interrupted = False
         log.info("the study already has %d finished trials; raise --n-trials to run more", n_trials)
     elif slots is not None and len(slots) > 1:
@@ -51,8 +50,7 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
         # A worker killed mid-trial left it RUNNING: fail and re-queue it, and run what is
         # left of the budget here (the survivors may have stopped before it was re-queued).
         studies.recover_dead_trials(study)
-        left = studies.remaining_trials(study, n_trials)
-        if not interrupted and (left is None or left > 0) and not budget.passed(within=budget.shortest_epoch):
+        if not interrupted and not _done(study, n_trials) and not budget.passed(within=budget.shortest_epoch):
             interrupted = work(study, setup, tokenizer=tokenizer, run_dir=run_dir, store=store, budget=budget,
                                n_trials=n_trials, refit=refit, info_base=info_base, max_length=max_length)
     else:
@@ -135,14 +133,17 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
         release_memory(setup.fit.device)
         if budget.passed(within=budget.shortest_epoch):
             study.stop()  # not even the cheapest epoch seen fits before the deadline (and refit)
-        elif n_trials is not None and studies.remaining_trials(study, n_trials) <= 0:
-            study.stop()  # other workers finished the rest
         else:
             studies.recover_dead_trials(study)  # a killed worker's trial is re-queued by us
+            if _done(study, n_trials):
+                study.stop()  # this worker's and the others' trials reached n_trials
 
-    remaining = studies.remaining_trials(study, n_trials)
+    if _done(study, n_trials):
+        return False
     try:
-        study.optimize(objective, n_trials=remaining, catch=(Exception,), callbacks=[on_trial])
+        # No per-process trial count: several workers share n_trials, and a re-queued trial
+        # of a killed worker runs even past it; on_trial stops the loop.
+        study.optimize(objective, n_trials=None, catch=(Exception,), callbacks=[on_trial])
     except KeyboardInterrupt:
         if objective.interrupted is not None:  # Optuna failed it; run it again next time
             study.enqueue_trial(objective.interrupted)
@@ -150,6 +151,13 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
                     "run the same command again to resume", f" in {run_dir}" if run_dir else "")
         return True
     return False
+
+
+def _done(study, n_trials: int | None) -> bool:
+    """n_trials finished trials exist and no killed worker's trial waits to run again
+    (without n_trials only the budget ends the search)."""
+    return (n_trials is not None and studies.remaining_trials(study, n_trials) <= 0
+            and studies.requeued_waiting(study) == 0)
 
 
 def _holds(run_dir: Path, trial, study_name: str) -> bool:

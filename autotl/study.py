@@ -209,7 +209,7 @@ def recover_dead_trials(study: optuna.Study) -> int:
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-        study.enqueue_trial(t.params)
+        study.enqueue_trial(t.params, user_attrs={REQUEUED_FROM: t.number})
         revived += 1
     if revived:
         log.warning("%d trial(s) interrupted by a killed search were marked failed and queued again", revived)
@@ -226,6 +226,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def requeued_waiting(study: optuna.Study) -> int:
+    """Re-queued configurations of trials cut short by a killed worker, not yet started:
+    they run even when `n_trials` is reached (the killed trial did not count toward it)."""
+    return sum(REQUEUED_FROM in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
