@@ -199,7 +199,9 @@ def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "
                              refit=True, info_base=info_base, max_length=spec.max_length)
     if interrupted:
         raise KeyboardInterrupt
-    host = f"{__import__('socket').gethostname()}:{os.getpid()}"
+    import socket
+
+    host = f"{socket.gethostname()}:{os.getpid()}"  # as Objective records each trial's worker
     return sum(t.user_attrs.get("worker") == host and t.number not in before
                for t in study.get_trials(deepcopy=False, states=finished))
 
