@@ -15,7 +15,6 @@ its frozen layers every step, as without the cache, and one log line says so.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import OrderedDict
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from .batching import Encoded, batch_order, collate
+from .features import weights_fingerprint
 
 log = logging.getLogger("autotl")
 DEFAULT_MAX_MB = 2048
@@ -56,16 +56,7 @@ class Activations:
 
 def block_fingerprints(model) -> list[str]:
     """One cheap identity per block (embeddings, layer 0, layer 1, ...) of its current weights."""
-    prints = []
-    with torch.no_grad():
-        for block in model.blocks():
-            h = hashlib.sha256()
-            for name, p in block.named_parameters():
-                t = p.detach().double()
-                h.update(name.encode())
-                h.update(np.array([t.sum().item(), (t * t).sum().item()]).tobytes())
-            prints.append(h.hexdigest())
-    return prints
+    return [weights_fingerprint(block) for block in model.blocks()]
 
 
 def max_bytes_from_env() -> int:

@@ -170,10 +170,7 @@ def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "
     data_path = str(data) if data is not None else spec.data
     if not Path(data_path).is_file():
         raise DataError(f"the study's data {data_path} is not on this machine; pass --data with a copy of it")
-    store_dir = Path(artifacts) if artifacts else Path(spec.artifacts)
-    if not store_dir.is_dir():
-        raise UsageError(f"artifact store {store_dir} not found on this machine; mount the search's shared "
-                         "directory there or pass --artifacts DIR (the one the search reads)")
+    store_dir = _artifact_dir(artifacts, spec)
     seconds_left = spec.seconds_left()
     if seconds_left is not None and seconds_left <= 0:
         log.info("study '%s': its budget is already spent; nothing to do", study_name)
@@ -213,10 +210,16 @@ def export_best(*, storage: str, study_name: str = "autotl", out, artifacts=None
     from .study import load_spec, open_storage
 
     study = _load_study(open_storage(storage, None), study_name)
-    store_dir = Path(artifacts) if artifacts else Path(load_spec(study).artifacts)
+    return export_from_store(study, open_artifacts(_artifact_dir(artifacts, load_spec(study))), Path(out))
+
+
+def _artifact_dir(artifacts, spec) -> Path:
+    """The artifact store's directory: `artifacts`, else the one the search recorded."""
+    store_dir = Path(artifacts) if artifacts else Path(spec.artifacts)
     if not store_dir.is_dir():
-        raise UsageError(f"artifact store {store_dir} not found on this machine; pass --artifacts DIR")
-    return export_from_store(study, open_artifacts(store_dir), Path(out))
+        raise UsageError(f"artifact store {store_dir} not found on this machine; mount the search's shared "
+                         "directory there or pass --artifacts DIR (the one the search reads)")
+    return store_dir
 
 
 def _load_study(storage, study_name: str):

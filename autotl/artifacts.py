@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tarfile
 import tempfile
 from pathlib import Path
 
 from .errors import UsageError
-from .export import INFO, best_lock, restore_best, save_best
+from .export import INFO, best_lock, save_best, swap_in
 
 log = logging.getLogger("autotl")
 ARTIFACT_ATTR = "model_artifact"
@@ -74,11 +73,6 @@ def export_best(study, store, run_dir: Path) -> dict:
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
         with best_lock(run_dir):
-            restore_best(run_dir)
-            target, old = run_dir / "best", run_dir / "best.old"
-            if target.exists():
-                os.replace(target, old)
-            os.replace(Path(tmp) / "best", target)
-            shutil.rmtree(old, ignore_errors=True)
+            swap_in(run_dir, Path(tmp) / "best")
     log.info("exported trial %d (%s) to %s", best.number, best.params.get("strategy"), run_dir / "best")
     return json.loads((run_dir / "best" / INFO).read_text())

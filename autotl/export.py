@@ -52,7 +52,7 @@ def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max
     callable), the swap happens only if it still says True under the lock (another worker
     may have exported a better model meanwhile); None when it did not."""
     run_dir = Path(run_dir)
-    best, tmp, old = run_dir / "best", run_dir / f".best-tmp-{os.getpid()}", run_dir / "best.old"
+    tmp = run_dir / f".best-tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     write_model(model, tokenizer, tmp, max_length=max_length)
     info = {**info, "head": {"pooling": model.pooling.value,
@@ -64,11 +64,18 @@ def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max
         if still_best is not None and not still_best():
             shutil.rmtree(tmp, ignore_errors=True)
             return None
-        restore_best(run_dir)
-        if best.exists():
-            os.replace(best, old)
-        os.replace(tmp, best)
-        shutil.rmtree(old, ignore_errors=True)
+        return swap_in(run_dir, tmp)
+
+
+def swap_in(run_dir: Path, folder: Path) -> Path:
+    """Make the complete model directory `folder` RUN_DIR/best by two renames (under
+    `best_lock` when other processes may export); returns the path."""
+    best, old = Path(run_dir) / "best", Path(run_dir) / "best.old"
+    restore_best(run_dir)
+    if best.exists():
+        os.replace(best, old)
+    os.replace(folder, best)
+    shutil.rmtree(old, ignore_errors=True)
     return best
 
 

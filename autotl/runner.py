@@ -160,8 +160,9 @@ def _done(study, n_trials: int | None) -> bool:
             and studies.requeued_waiting(study) == 0)
 
 
-def _holds(run_dir: Path, trial, study_name: str) -> bool:
-    info = _read_info(run_dir)
+def _holds(run_dir: Path, trial, study_name: str, info: dict | None = None) -> bool:
+    """Whether RUN_DIR/best holds `trial` of this study (`info`: its autotl.json, if read)."""
+    info = _read_info(run_dir) if info is None else info
     return info is not None and info.get("trial") == trial.number and info.get("study") == study_name
 
 
@@ -205,7 +206,7 @@ def _final_model(best, setup, tokenizer, run_dir, max_length, info_base, refit: 
     would overrun the `budget` is skipped: the trial's own model is final.
     """
     info = _read_info(run_dir)
-    current = info is not None and info.get("trial") == best.number and info.get("study") == info_base["study"]
+    current = _holds(run_dir, best, info_base["study"], info)
     if refit and current and not info.get("refit") and budget is not None:
         needed = _refit_seconds(best, setup)
         if not budget.fits(needed):

@@ -38,7 +38,7 @@ def open_storage(url: str | None, run_dir: Path | None):
     database URL gets heartbeats: a worker that dies mid-trial (even on another machine)
     has its trial failed and re-queued by the survivors."""
     if url is None or not ("://" in url):
-        path = Path(url) if url else run_dir / "study.journal"
+        path = Path(storage_arg(url, run_dir))
         path.parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -143,7 +143,7 @@ class FamilyMedianPruner(optuna.pruners.BasePruner):
         step = trial.last_step
         if step is None or step < self.warmup_epochs:
             return False
-        peers = [v for v in _peer_values(study, trial, step)]
+        peers = _peer_values(study, trial, step)
         if len(peers) < self.min_trials:
             return False
         value = trial.intermediate_values[step]

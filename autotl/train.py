@@ -119,16 +119,26 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor, regression: bool) -> torc
 def infer(model, data: Encoded, *, pad_id: int, device: str, batch_size: int = 128) -> np.ndarray:
     """Raw outputs (logits or regression values) for every row, in row order."""
     model.eval()
-    out = None
     autocast = autocast_for(device)
+
+    def outputs_of(index):
+        ids, mask = collate(data, index, pad_id)
+        with autocast():
+            return model(ids.to(device), mask.to(device))
+
+    return _in_row_order(data, batch_size, outputs_of)
+
+
+def _in_row_order(data: Encoded, batch_size: int, outputs_of) -> np.ndarray:
+    """outputs_of(index) for length-sorted batches of `data`, without gradients, as one
+    float32 array in row order."""
+    out = None
     with torch.no_grad():
         for index in batch_order(data.lengths, batch_size, None):
-            ids, mask = collate(data, index, pad_id)
-            with autocast():
-                logits = model(ids.to(device), mask.to(device)).float().cpu().numpy()
+            batch = outputs_of(index).float().cpu().numpy()
             if out is None:
-                out = np.empty((len(data), logits.shape[1]), dtype=np.float32)
-            out[index] = logits
+                out = np.empty((len(data), batch.shape[1]), dtype=np.float32)
+            out[index] = batch
     return out
 
 
@@ -191,14 +201,7 @@ class StageForward:
     def outputs(self, data: Encoded, batch_size: int = 128) -> np.ndarray:
         """Outputs for every row of `data` in row order, in eval mode without gradients."""
         self.model.eval()
-        out = None
-        with torch.no_grad():
-            for index in batch_order(data.lengths, batch_size, None):
-                logits = self(data, index)[1].float().cpu().numpy()
-                if out is None:
-                    out = np.empty((len(data), logits.shape[1]), dtype=np.float32)
-                out[index] = logits
-        return out
+        return _in_row_order(data, batch_size, lambda index: self(data, index)[1])
 
 
 def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSettings,

@@ -26,12 +26,8 @@ def worker_command(slot: Slot, *, storage: str, study_name: str) -> list[str]:
 
 
 def worker_env(slot: Slot) -> dict:
-    env = dict(os.environ)
-    if slot.visible is None:
-        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU worker must not grab a GPU
-    else:
-        env["CUDA_VISIBLE_DEVICES"] = slot.visible
-    return env
+    # Only its own GPU; none at all for a CPU worker, which must not grab one.
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": slot.visible or ""}
 
 
 def run_workers(slots: list[Slot], *, storage: str, study_name: str) -> bool:
