@@ -117,6 +117,7 @@ def _prepare(spec, *, data=None, test=None, device: str, budget, progress: bool)
     from .data import load_data
     from .metrics import get_metric
     from .model import Pooling
+    from .objective import trial_setup
     from .plugins import Registry
 
     selected = Registry(tuple(spec.disable_plugins)).select(spec.strategies)
@@ -127,8 +128,8 @@ def _prepare(spec, *, data=None, test=None, device: str, budget, progress: bool)
     device = resolve_device(device)
     poolings = (Pooling.STANDARD.value,) if spec.standard_head else (Pooling.STANDARD.value, Pooling.MEAN.value)
     tokenizer = load_tokenizer(backbone.path)
-    setup = _trial_setup(target, backbone, tokenizer, selected, poolings, chosen_metric, device,
-                         spec.seed, spec.max_length, budget, progress)
+    setup = trial_setup(target, backbone, tokenizer, selected, poolings, chosen_metric, device=device,
+                        seed=spec.seed, max_length=spec.max_length, budget=budget, progress=progress)
     record = {"data": target.fingerprint, "model": backbone.name, "metric": chosen_metric.name,
               "strategies": sorted(selected), "heads": list(poolings), "max_length": spec.max_length,
               "seed": spec.seed}
@@ -244,28 +245,6 @@ def _check_budget(n_trials, timeout, max_length) -> None:
 
 def _stem(data) -> str:
     return Path(data).stem if isinstance(data, (str, os.PathLike)) else "dataframe"
-
-
-def _trial_setup(target, backbone, tokenizer, selected, poolings, metric, device, seed,
-                 max_length, budget, progress):
-    from .batching import encode
-    from .objective import TrialSetup
-    from .train import FitSettings
-
-    def enc(split, name):
-        return encode(tokenizer, split.texts, split.targets, max_length,
-                      key=f"{target.fingerprint}:{name}:{backbone.path}:{max_length}")
-
-    regression = target.task.value == "regression"
-    return TrialSetup(
-        backbone_path=backbone.path, strategies=selected, poolings=poolings,
-        train=enc(target.train, "train"), val=enc(target.val, "val"),
-        label_names=target.label_names, num_outputs=target.num_outputs,
-        target_mean=float(target.train.targets.mean()) if regression else 0.0,
-        fit=FitSettings(metric=metric, regression=regression, pad_id=tokenizer.pad_token_id or 0,
-                        device=device, seed=seed,
-                        deadline=budget,
-                        progress=progress))
 
 
 def load(run, device: str = "cpu"):

@@ -36,17 +36,19 @@ def concat(first: Encoded, second: Encoded) -> Encoded:
                    f"{first.key}+{second.key}")
 
 
-def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    """Index batches of similar length. Shuffled (rng given): random pools of 50 batches are
-    sorted by length, then the batch order is shuffled; unshuffled: sorted by length."""
+def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
+                pool: int = 50) -> list[np.ndarray]:
+    """Index batches of similar length. Shuffled (rng given): random pools of `pool` batches
+    are sorted by length, then the batch order is shuffled (pool=1: plain random batches);
+    unshuffled: sorted by length."""
     if rng is None:
         order = np.argsort(lengths, kind="stable")
         return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     order = rng.permutation(len(lengths))
-    pool = batch_size * 50
+    span = batch_size * pool
     batches = []
-    for start in range(0, len(order), pool):
-        chunk = order[start:start + pool]
+    for start in range(0, len(order), span):
+        chunk = order[start:start + span]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)

@@ -18,6 +18,8 @@ log = logging.getLogger("autotl")
 
 STRATEGY = "strategy"  # the first decision of every trial
 POOLING = "head.pooling"  # the head, searched with the strategy
+VAL_PREDICTIONS = "val_predictions"  # user attr: the kept model's predictions on the validation rows
+DUPLICATE_OF = "duplicate_of"  # user attr: the earlier trial that already ran this configuration
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,26 @@ class TrialSetup:
     target_mean: float = 0.0  # regression: the training targets' mean (the output bias's start)
 
 
+def trial_setup(target, backbone, tokenizer, strategies: dict[str, Registered], poolings: tuple[str, ...],
+                metric, *, device: str = "cpu", seed: int = 0, max_length: int = 128, budget=None,
+                progress: bool = False) -> TrialSetup:
+    """The setup every trial of a search shares: the target's splits tokenized once."""
+    from .batching import encode
+
+    def enc(split, name):
+        return encode(tokenizer, split.texts, split.targets, max_length,
+                      key=f"{target.fingerprint}:{name}:{backbone.path}:{max_length}")
+
+    regression = target.task.value == "regression"
+    return TrialSetup(
+        backbone_path=backbone.path, strategies=strategies, poolings=poolings,
+        train=enc(target.train, "train"), val=enc(target.val, "val"),
+        label_names=target.label_names, num_outputs=target.num_outputs,
+        target_mean=float(target.train.targets.mean()) if regression else 0.0,
+        fit=FitSettings(metric=metric, regression=regression, pad_id=tokenizer.pad_token_id or 0,
+                        device=device, seed=seed, deadline=budget, progress=progress))
+
+
 @dataclass
 class TrialOutcome:
     """A trained model and how it got there."""
@@ -46,8 +68,9 @@ class TrialOutcome:
 
 def run_params(setup: TrialSetup, params: dict, on_epoch=None, desc: str = "") -> TrialOutcome:
     """Build, prepare and train the configuration `params` (a trial's, or best_params)."""
-    name, pooling = params[STRATEGY], Pooling(params[POOLING])
+    name = params[STRATEGY]
     strategy = setup.strategies[name].strategy
+    pooling = Pooling(head_of(params, strategy))
     own = {k: v for k, v in params.items() if k.startswith(f"{name}.")}
     import torch
 
@@ -64,6 +87,12 @@ def run_params(setup: TrialSetup, params: dict, on_epoch=None, desc: str = "") -
     return TrialOutcome(model, result, plan.summary)
 
 
+def head_of(params: dict, strategy) -> str:
+    """The head a configuration trains: its searched pooling, or the one its strategy fixes
+    (the `baseline` recipe always uses the architecture's own head)."""
+    return getattr(strategy, "head", None) or params[POOLING]
+
+
 def _with_desc(settings: FitSettings, desc: str) -> FitSettings:
     from dataclasses import replace
 
@@ -74,6 +103,26 @@ def _out_of_memory(exc: BaseException) -> bool:
     import torch
 
     return isinstance(exc, torch.OutOfMemoryError)
+
+
+def compact(predicted) -> list:
+    """Predictions as JSON-able values: class ids as ints, regression values to 5 digits."""
+    import numpy as np
+
+    predicted = np.asarray(predicted)
+    if predicted.dtype.kind in "iu":
+        return [int(v) for v in predicted]
+    return [float(f"{v:.5g}") for v in predicted]
+
+
+def _same_configuration(trial) -> int | None:
+    """The number of a finished trial with exactly this trial's parameters, if any."""
+    from optuna.trial import TrialState
+
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number != trial.number and t.params == trial.params:
+            return t.number
+    return None
 
 
 class Objective:
@@ -117,8 +166,15 @@ class Objective:
         setup = self.setup
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         name = trial.suggest_categorical(STRATEGY, list(setup.strategies))
-        pooling = trial.suggest_categorical(POOLING, list(setup.poolings))
-        params = {STRATEGY: name, POOLING: pooling, **setup.strategies[name].strategy.search_space(trial)}
+        strategy = setup.strategies[name].strategy
+        # A strategy that fixes its head (the baseline recipe) has no pooling to search.
+        pooling = getattr(strategy, "head", None) or trial.suggest_categorical(POOLING, list(setup.poolings))
+        trial.set_user_attr("head", pooling)
+        params = {STRATEGY: name, POOLING: pooling, **strategy.search_space(trial)}
+        earlier = _same_configuration(trial)
+        if earlier is not None:  # e.g. the sampler drew the parameterless baseline again
+            trial.set_user_attr(DUPLICATE_OF, earlier)
+            raise optuna.TrialPruned(f"same configuration as trial {earlier}")
 
         def report(epoch: int, score: float, epochs_left: int) -> None:
             trial.report(score, epoch)
@@ -144,6 +200,8 @@ class Objective:
         trial.set_user_attr("epoch_scores", list(result.scores))
         trial.set_user_attr("seconds", round(result.seconds, 2))
         trial.set_user_attr("trainable_params", result.trainable_params)
+        if result.val_predictions is not None:
+            trial.set_user_attr(VAL_PREDICTIONS, compact(result.val_predictions))
         chosen = ", ".join(f"{k}={v}" for k, v in (result.finalized or {}).items())
         trial.set_user_attr("summary", f"{outcome.summary} ({chosen})" if chosen else outcome.summary)
         if result.finalized is not None:

@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .errors import UsageError
-from .objective import POOLING, STRATEGY
+from .objective import DUPLICATE_OF, POOLING, STRATEGY
 
 log = logging.getLogger("autotl")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -242,7 +242,7 @@ def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
     trials = study.get_trials(deepcopy=False)
     requeued = {t.user_attrs.get(REQUEUED_FROM) for t in trials} - {None}
     done = [t for t in trials if t.state in FINISHED and not t.user_attrs.get("interrupted")
-            and t.number not in requeued]
+            and t.number not in requeued and DUPLICATE_OF not in t.user_attrs]
     return max(0, n_trials - len(done))
 
 

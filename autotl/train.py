@@ -42,6 +42,7 @@ class FitSettings:
     progress: bool = False  # a tqdm bar per trial on stderr
     use_cache: bool = True  # reuse what frozen layers compute (features.py, activations.py)
     accumulation: int = 1  # micro-batches per optimizer step (an out-of-memory retry uses 2)
+    batch_order: str = "bucketed"  # "bucketed": rows of similar length together; "shuffled": plain
     desc: str = ""  # the bar's label
 
 
@@ -56,6 +57,7 @@ class FitResult:
     trainable_params: int  # elements trained in any stage
     truncated: bool  # stopped before the Plan's last epoch because the deadline passed
     finalized: dict | None = None  # what the Plan's finalize chose (e.g. WiSE-FT's alpha)
+    val_predictions: np.ndarray | None = None  # the kept model's predictions on the validation rows
 
 
 def autocast_for(device: str):
@@ -219,7 +221,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     rng = np.random.default_rng(settings.seed)
     model.to(settings.device)
     touched = list({id(p): p for s in plan.stages for g in s.groups for p in g.params}.values())
-    best_score, best_epoch, best_state, scores = None, -1, None, []
+    best_score, best_epoch, best_state, best_pred, scores = None, -1, None, None, []
     sign = 1 if settings.metric.maximize else -1
     bar = _bar(settings, sum(s.epochs * math.ceil(len(train) / plan.batch_size) for s in plan.stages))
     epoch, truncated, last_epoch_seconds = 0, False, 0.0
@@ -242,7 +244,8 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                     break
                 epoch_start = time.monotonic()
                 _set_modes(model, encoder_frozen)
-                for index in batch_order(train.lengths, plan.batch_size, rng):
+                for index in batch_order(train.lengths, plan.batch_size, rng,
+                                         pool=1 if settings.batch_order == "shuffled" else 50):
                     # Micro-batches (gradient accumulation) give the same step in less memory.
                     for part in np.array_split(index, min(settings.accumulation, len(index))):
                         pooled, logits = forward(train, part)
@@ -261,11 +264,12 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                     raise StrategyError(f"loss became {loss.item()} in epoch {epoch + 1}; "
                                         "the learning rate is probably too high")
                 if val is not None:
-                    score = settings.metric(val.targets, predictions(forward.outputs(val), settings.regression))
+                    predicted = predictions(forward.outputs(val), settings.regression)
+                    score = settings.metric(val.targets, predicted)
                     scores.append(score)
                     bar.set_postfix_str(f"epoch {epoch + 1} {settings.metric.name}={score:.4f}")
                     if best_score is None or sign * score > sign * best_score:
-                        best_score, best_epoch = score, epoch
+                        best_score, best_epoch, best_pred = score, epoch, predicted
                         best_state = [p.detach().to("cpu", copy=True) for p in touched]
                 last_epoch_seconds = time.monotonic() - epoch_start
                 if deadline is not None:
@@ -293,15 +297,21 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
             finalized = plan.finalize(model, None, settings.finalize_choice)
     elif plan.finalize is not None:
         finalized = plan.finalize(model, lambda: sign * evaluate(model, val, settings), None)
-        best_score = evaluate(model, val, settings)  # the model kept is the finalized one
+        best_pred = predict(model, val, settings)  # the model kept is the finalized one
+        best_score = settings.metric(val.targets, best_pred)
     return FitResult(best_score, best_epoch, tuple(scores), time.monotonic() - start,
-                     plan.trainable_parameters(), truncated, finalized)
+                     plan.trainable_parameters(), truncated, finalized, best_pred)
+
+
+def predict(model, data: Encoded, settings: FitSettings) -> np.ndarray:
+    """Predictions (class ids or values) for every row of `data`, the model as it is."""
+    outputs = infer(model, data, pad_id=settings.pad_id, device=settings.device)
+    return predictions(outputs, settings.regression)
 
 
 def evaluate(model, data: Encoded, settings: FitSettings) -> float:
     """The validation metric for `data` with the model as it is (a full forward pass)."""
-    outputs = infer(model, data, pad_id=settings.pad_id, device=settings.device)
-    return settings.metric(data.targets, predictions(outputs, settings.regression))
+    return settings.metric(data.targets, predict(model, data, settings))
 
 
 def _bar(settings: FitSettings, total: int):

@@ -77,9 +77,8 @@ def main() -> None:
     import torch
 
     from autotl.activations import ACTIVATIONS
-    from autotl.api import _trial_setup
+    from autotl.objective import trial_setup
     from autotl.backbone import load_backbone, load_tokenizer
-    from autotl.budget import Budget
     from autotl.data import load_data
     from autotl.features import CACHE as FEATURES
     from autotl.metrics import get_metric
@@ -96,8 +95,8 @@ def main() -> None:
     registry = Registry()
     selected = registry.select(args.strategies.split(",") if args.strategies else None)
     target = load_data(frame, seed=0)
-    setup = _trial_setup(target, backbone, tokenizer, selected, ("standard", "mean"),
-                         get_metric("accuracy", "classification"), "cpu", 0, args.max_length, Budget(None), False)
+    setup = trial_setup(target, backbone, tokenizer, selected, ("standard", "mean"),
+                        get_metric("accuracy", "classification"), max_length=args.max_length)
     from autotl.batching import concat
 
     everything = concat(setup.train, setup.val)  # table 1 trains on all sampled rows, like the Trainer

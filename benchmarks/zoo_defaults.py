@@ -29,10 +29,9 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from autotl.api import _trial_setup
+    from autotl.objective import trial_setup
     from autotl.backbone import load_backbone, load_tokenizer
     from autotl.batching import encode
-    from autotl.budget import Budget
     from autotl.data import load_data
     from autotl.metrics import METRICS, get_metric
     from autotl.objective import run_params
@@ -50,8 +49,8 @@ def main() -> None:
         sample = pd.concat([g.sample(max(2, round(len(g) * args.rows / len(full))), random_state=0)
                             for _, g in full.groupby("label")])
         target = load_data(sample.reset_index(drop=True), test=folder / "test.csv", seed=0)
-        setup = _trial_setup(target, backbone, tokenizer, selected, ("standard", "mean"),
-                             get_metric("accuracy", "classification"), "cpu", 0, 128, Budget(None), False)
+        setup = trial_setup(target, backbone, tokenizer, selected, ("standard", "mean"),
+                            get_metric("accuracy", "classification"))
         test = encode(tokenizer, target.test.texts, target.test.targets, 128, key=f"{target.fingerprint}:test")
         for params in portfolio(selected, ("standard", "mean")):
             start = time.monotonic()

@@ -15,7 +15,7 @@ BUILTINS = {  # autotl's own strategies -> the entry point (plugin) that provide
     "l2sp": "autotl.regularize", "l1": "autotl.regularize", "l2": "autotl.regularize",
     "bss": "autotl.regularize", "delta": "autotl.regularize",
     "llrd": "autotl.schedule", "gradual_unfreeze": "autotl.schedule",
-    "wise_ft": "autotl.interpolate",
+    "wise_ft": "autotl.interpolate", "baseline": "autotl.baseline",
 }
 
 

@@ -34,7 +34,7 @@ class LLRD:
     name: str = "llrd"
     rank: int = 30  # place of its default trial in the first-trial portfolio
     description: str = "layer-wise lr decay: lower layers learn slower (ULMFiT, ELECTRA)"
-    space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(2e-5, 3e-4)))
+    space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(2e-5, 3e-4), epochs=(2, 6)))
     defaults: dict = field(default_factory=lambda: {
         "llrd.decay": 0.8, "llrd.lr": 1e-4, "llrd.epochs": 3, "llrd.batch_size": 32, "llrd.weight_decay": 0.01,
     })

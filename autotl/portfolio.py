@@ -1,0 +1,83 @@
+"""The first trials of a search: a portfolio learned from benchmark runs, not hand-set ranks.
+
+`portfolio.json` (beside this module) is written by ``python benchmarks/portfolio.py
+build`` from evidence collected on many datasets: per size bucket (labelled rows), the
+configurations in the order a greedy portfolio construction picked them — each one the
+configuration that added most to the best score held so far, averaged over datasets
+(AutoGluon's zero-shot portfolios). A search enqueues them first, so even a small budget
+tries the configurations that were strongest elsewhere, then the sampler takes over.
+
+Around the learned order: the `baseline` recipe is always among the first trials (every
+leaderboard shows what the hand recipe would have scored), and a strategy the evidence
+never evaluated — a newly installed plugin — gets its own default trial after the learned
+ones, so it is compared against the zoo; so does every strategy the user names with
+``--strategies``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import UsageError
+
+PORTFOLIO_FILE = Path(__file__).with_name("portfolio.json")
+STRATEGY, POOLING = "strategy", "head.pooling"  # as objective.py names them (kept import-light)
+BASELINE = "baseline"
+BASELINE_WITHIN = 3  # the baseline runs among the first this many trials
+DEFAULT_HEAD = "mean"  # head of an unevaluated strategy's default trial, where allowed
+
+
+def load(path=None) -> dict:
+    """The portfolio file's content (`path`, or the one shipped with autotl)."""
+    path = Path(path) if path is not None else PORTFOLIO_FILE
+    try:
+        content = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"portfolio file {path} not found; pass a file written by "
+                         "`python benchmarks/portfolio.py build`") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"portfolio file {path} is not readable JSON ({exc}); regenerate it with "
+                         "`python benchmarks/portfolio.py build`") from None
+    if not isinstance(content, dict) or not isinstance(content.get("buckets"), list) or not content["buckets"]:
+        raise UsageError(f"portfolio file {path} has no 'buckets' list; regenerate it with "
+                         "`python benchmarks/portfolio.py build`")
+    return content
+
+
+def bucket_for(content: dict, rows: int) -> dict:
+    """The bucket serving a dataset of `rows` labelled rows: the first whose max_rows
+    covers it, else the last (largest)."""
+    buckets = sorted(content["buckets"], key=lambda b: float("inf") if b.get("max_rows") is None else b["max_rows"])
+    return next((b for b in buckets if b.get("max_rows") is None or rows <= b["max_rows"]), buckets[-1])
+
+
+def first_trials(strategies: dict, poolings: tuple[str, ...], rows: int, path=None, *,
+                 each_strategy: bool = False) -> list[dict]:
+    """Params of the trials to enqueue first, in order, for the searched `strategies`
+    (name -> Registered) and allowed heads, on a dataset of `rows` labelled rows. With
+    `each_strategy` (the user named the strategies), every one of them gets a trial."""
+    content = load(path)
+    trials: list[dict] = []
+    for entry in bucket_for(content, rows).get("order", []):
+        params = dict(entry["params"])
+        reg = strategies.get(params.get(STRATEGY))
+        if reg is None:
+            continue  # not installed, or not selected with --strategies
+        fixed = getattr(reg.strategy, "head", None)
+        if fixed:
+            params.pop(POOLING, None)
+        elif params.get(POOLING) not in poolings:
+            continue  # e.g. a mean-pooled configuration under --standard-head
+        if params not in trials:
+            trials.append(params)
+    if BASELINE in strategies and not any(t[STRATEGY] == BASELINE for t in trials[:BASELINE_WITHIN]):
+        trials = [t for t in trials if t[STRATEGY] != BASELINE]
+        trials.insert(min(BASELINE_WITHIN - 1, len(trials)), {STRATEGY: BASELINE})
+    evaluated = set(content.get("evaluated_strategies", ()))
+    head = DEFAULT_HEAD if DEFAULT_HEAD in poolings else poolings[0]
+    for name, reg in strategies.items():
+        if (each_strategy or name not in evaluated) and not any(t[STRATEGY] == name for t in trials):
+            fixed = getattr(reg.strategy, "head", None)
+            trials.append({STRATEGY: name, **({} if fixed else {POOLING: head}), **reg.strategy.defaults})
+    return trials

@@ -1,0 +1,169 @@
+"""Choosing is separate from training: evidence in, a choice out.
+
+Trials produce evidence — a configuration's predictions on validation rows, and what it
+cost. This module turns evidence into numbers with their uncertainty and into a choice,
+with no model in sight, so a selection rule is a few lines and testable on its own.
+
+- Every score carries its standard error: binomial for accuracy, a seeded bootstrap over
+  the rows for every other metric.
+- Two configurations scored on the same rows are compared by their *paired* difference
+  (bootstrap over the rows they share): most rows are right or wrong for both, so the
+  difference is known far better than either score.
+- The choice is the one-standard-error rule: the best-scoring configuration, unless a
+  cheaper one is within one standard error of the paired difference to it — then the
+  cheapest of those ties (Breiman et al. 1984; Hastie et al., ESL §7.10). A gap smaller
+  than the noise is no reason to pay for the costlier model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BOOTSTRAP = 400  # resamples for standard errors of metrics without a closed form
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one configuration showed on validation rows."""
+
+    key: int  # the trial number that stands for the configuration
+    label: str  # how the report names it, e.g. "trial 3 full_finetune/mean"
+    cost: float  # seconds it took to train (what choosing it costs again in the refit)
+    # evaluation id -> predictions on that evaluation's rows (0: the search's validation
+    # split; 1, 2, ...: re-scoring folds). Paired comparisons use the evaluations both share.
+    predictions: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    score: float
+    se: float
+    rows: int  # validation rows the estimate pools
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen configuration and how it was chosen."""
+
+    chosen: Evidence
+    best: Evidence  # the best-scoring one (the chosen unless a cheaper one tied)
+    estimates: dict[int, Estimate]  # key -> pooled score ± se
+    differences: dict[int, Estimate]  # key -> paired (score - best's score) ± se
+    tied: tuple[int, ...]  # keys within one standard error of the best
+    reason: str
+
+
+def standard_error(metric, targets, predictions, rng_seed: int = 0) -> float:
+    """Standard error of `metric` on these rows: binomial for accuracy, else bootstrap."""
+    targets, predictions = np.asarray(targets), np.asarray(predictions)
+    n = len(targets)
+    if n < 2:
+        return float("nan")
+    if metric.name == "accuracy":
+        p = float(np.mean(targets == predictions))
+        return float(np.sqrt(p * (1 - p) / n))
+    rng = np.random.default_rng(rng_seed)
+    draws = [metric(targets[i], predictions[i]) for i in (rng.integers(0, n, n) for _ in range(BOOTSTRAP))]
+    return float(np.std(draws, ddof=1))
+
+
+def paired_difference(metric, targets, first, second, rng_seed: int = 0) -> Estimate:
+    """`metric`(first) - `metric`(second) on the same rows, with the standard error of the
+    difference (bootstrap resamples the rows once for both; accuracy: per-row differences)."""
+    targets, first, second = np.asarray(targets), np.asarray(first), np.asarray(second)
+    n = len(targets)
+    diff = metric(targets, first) - metric(targets, second)
+    if n < 2:
+        return Estimate(diff, float("nan"), n)
+    if metric.name == "accuracy":
+        per_row = (first == targets).astype(float) - (second == targets).astype(float)
+        return Estimate(diff, float(np.std(per_row, ddof=1) / np.sqrt(n)), n)
+    rng = np.random.default_rng(rng_seed)
+    draws = []
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, n, n)
+        draws.append(metric(targets[i], first[i]) - metric(targets[i], second[i]))
+    return Estimate(diff, float(np.std(draws, ddof=1)), n)
+
+
+def _pooled(evidence: Evidence, targets: dict[int, np.ndarray], only: Sequence[int] | None = None):
+    ids = [e for e in sorted(evidence.predictions) if e in targets and (only is None or e in only)]
+    if not ids:
+        return np.array([]), np.array([])
+    return (np.concatenate([targets[e] for e in ids]), np.concatenate([evidence.predictions[e] for e in ids]))
+
+
+def estimate(metric, evidence: Evidence, targets: dict[int, np.ndarray]) -> Estimate:
+    """The configuration's score pooled over every evaluation it has, ± standard error."""
+    t, p = _pooled(evidence, targets)
+    return Estimate(metric(t, p), standard_error(metric, t, p), len(t))
+
+
+def compare(metric, first: Evidence, second: Evidence, targets: dict[int, np.ndarray]) -> Estimate:
+    """Paired difference first - second over the evaluations both have."""
+    shared = sorted(set(first.predictions) & set(second.predictions) & set(targets))
+    t, a = _pooled(first, targets, shared)
+    _, b = _pooled(second, targets, shared)
+    return paired_difference(metric, t, a, b)
+
+
+def choose(metric, candidates: Sequence[Evidence], targets: dict[int, np.ndarray]) -> Choice:
+    """The one-standard-error rule over `candidates` (at least one).
+
+    The best is the highest pooled score (lowest for a minimized metric). A candidate ties
+    with it when the paired difference is within one standard error of zero; among the
+    ties the cheapest wins (then the better-scoring, then the earlier trial).
+    """
+    if not candidates:
+        raise ValueError("choose() needs at least one candidate")
+    sign = 1 if metric.maximize else -1
+    estimates = {c.key: estimate(metric, c, targets) for c in candidates}
+    best = max(candidates, key=lambda c: (sign * estimates[c.key].score, -c.key))
+    differences = {c.key: compare(metric, c, best, targets) for c in candidates}
+    tied = [c for c in candidates
+            if c is best or sign * differences[c.key].score >= -_finite(differences[c.key].se)]
+    chosen = min(tied, key=lambda c: (c.cost, -sign * estimates[c.key].score, c.key))
+    return Choice(chosen, best, estimates, differences, tuple(c.key for c in tied),
+                  _reason(metric, chosen, best, tied, estimates, differences))
+
+
+def _finite(se: float) -> float:
+    return 0.0 if not np.isfinite(se) else se
+
+
+def _reason(metric, chosen, best, tied, estimates, differences) -> str:
+    e = estimates[best.key]
+    if chosen is best:
+        if len(tied) == 1:
+            return (f"{best.label} has the best {metric.name} ({e.score:.4f} ± {e.se:.4f} on {e.rows} rows); "
+                    "no other finalist is within one standard error of it")
+        return (f"{best.label} has the best {metric.name} ({e.score:.4f} ± {e.se:.4f} on {e.rows} rows) and is "
+                f"also the cheapest of the {len(tied)} within one standard error of it")
+    d = differences[chosen.key]
+    return (f"{chosen.label} is within one standard error of the best, {best.label} "
+            f"({d.score:+.4f} ± {d.se:.4f}, paired on {d.rows} rows), and cheaper "
+            f"({chosen.cost:.0f} s against {best.cost:.0f} s): the one-standard-error rule takes it")
+
+
+def finalists(metric, candidates: Sequence[Evidence], targets: dict[int, np.ndarray], *, limit: int = 3,
+              within: float = 2.0) -> list[Evidence]:
+    """The best candidate and those whose paired difference to it is within `within`
+    standard errors — the ones the validation rows cannot yet tell apart — best first, at
+    most `limit`."""
+    if not candidates:
+        return []
+    sign = 1 if metric.maximize else -1
+    estimates = {c.key: estimate(metric, c, targets) for c in candidates}
+    ranked = sorted(candidates, key=lambda c: (-sign * estimates[c.key].score, c.key))
+    best = ranked[0]
+    out = [best]
+    for c in ranked[1:]:
+        d = compare(metric, c, best, targets)
+        if sign * d.score >= -within * _finite(d.se):
+            out.append(c)
+        if len(out) == limit:
+            break
+    return out
