@@ -51,7 +51,8 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
            study_name: str = "autotl", seed: int = 0, max_length: int = 128,
            standard_head: bool = False, refit: bool = True, disable_plugins: tuple[str, ...] = (),
            encoding: str = "utf-8", device: str = "auto", progress: bool = True,
-           pruner: str = "halving", trials_per_device: int = 1, artifacts=None) -> SearchResult:
+           pruner: str = "halving", trials_per_device: int = 1, artifacts=None, portfolio=None,
+           rescore: int = 2, soup: bool = True, ensemble: int = 0) -> SearchResult:
     """Search transfer strategies x hyperparameters on a labelled text dataset.
 
     `data` is a CSV path or a pandas DataFrame with a text and a label column (inferred
@@ -66,6 +67,13 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
     with more than one device, or `trials_per_device` > 1, trials run in that many worker
     processes at once. Models that beat the best so far go to the `artifacts` directory
     (default RUN_DIR/artifacts), an Optuna artifact store that `autotl export` reads.
+    The first trials come from a portfolio learned from benchmark runs (`portfolio`: a file
+    written by ``benchmarks/portfolio.py build``; default the one shipped with autotl), the
+    `baseline` recipe among them. At the end, when validation cannot tell the best trials
+    apart, up to `rescore` rounds of cross-validation folds re-score them before the choice
+    (the cheaper of statistical ties wins); `soup` tries a greedy weight soup of the top
+    fine-tunes; `ensemble` K > 1 also saves an averaged-prediction ensemble of the top K in
+    RUN_DIR/ensemble, which `predict(RUN_DIR, ...)` and `load(RUN_DIR)` then serve.
     Raises `autotl.AutotlError` subclasses for bad input.
     """
     import time
@@ -76,7 +84,13 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
     from .study import make_pruner
 
     _check_budget(n_trials, timeout, max_length)
+    _check_end(rescore, ensemble)
     make_pruner(pruner)  # an unknown name fails before any data is read
+    if portfolio is not None:
+        from .portfolio import load as load_portfolio
+
+        load_portfolio(portfolio)  # a bad file fails before any data is read
+        portfolio = str(Path(portfolio).resolve())
     slots = worker_slots(parse_devices(device), trials_per_device)
     run_dir = Path(out) if out else Path("autotl-runs") / _stem(data)
     if n_trials is None and timeout is None:
@@ -88,7 +102,8 @@ def search(data, *, text_col: str | None = None, label_col: str | None = None,
                    max_length=max_length, seed=seed, standard_head=standard_head, pruner=pruner,
                    n_trials=n_trials, deadline=None if timeout is None else time.time() + timeout,
                    run_dir=str(run_dir.resolve()),
-                   artifacts=str(Path(artifacts).resolve() if artifacts else (run_dir / "artifacts").resolve()))
+                   artifacts=str(Path(artifacts).resolve() if artifacts else (run_dir / "artifacts").resolve()),
+                   portfolio=portfolio, rescore=rescore, soup=soup, ensemble=ensemble)
     budget = Budget(timeout)
     prepared = _prepare(spec, data=data, test=test, device=slots[0].device, budget=budget, progress=progress)
     log.info("backbone %s (%d layers) on %s; searching %s; run directory %s", prepared.backbone.name,
@@ -186,6 +201,7 @@ def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "
                              f"{recorded.get(key)!r} in the study; pass --data with the study's dataset and "
                              "install the same plugins")
     from .artifacts import open_artifacts
+    from .candidates import KEEP
 
     run_dir = Path(out) if out else (Path(spec.run_dir) if spec.run_dir and Path(spec.run_dir).is_dir() else None)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -194,7 +210,8 @@ def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "
                  "data": prepared.target.schema(), "study": study_name}
     interrupted = run_trials(study, prepared.setup, tokenizer=prepared.tokenizer, run_dir=run_dir,
                              store=open_artifacts(store_dir), budget=budget, n_trials=spec.n_trials,
-                             refit=True, info_base=info_base, max_length=spec.max_length)
+                             refit=True, info_base=info_base, max_length=spec.max_length,
+                             keep=max(KEEP, spec.ensemble), rescore=spec.rescore)
     if interrupted:
         raise KeyboardInterrupt
     import socket
@@ -241,6 +258,15 @@ def _check_budget(n_trials, timeout, max_length) -> None:
         raise UsageError(f"timeout must be > 0 seconds, got {timeout}")
     if not 8 <= max_length <= 8192:
         raise UsageError(f"max_length must satisfy 8 <= max_length <= 8192, got {max_length}")
+
+
+def _check_end(rescore, ensemble) -> None:
+    from .decide import FOLDS
+
+    if not 0 <= rescore <= FOLDS - 1:
+        raise UsageError(f"rescore must satisfy 0 <= rescore <= {FOLDS - 1} (re-scoring rounds), got {rescore}")
+    if ensemble == 1 or ensemble < 0:
+        raise UsageError(f"ensemble must be 0 (none) or at least 2 members, got {ensemble}")
 
 
 def _stem(data) -> str:

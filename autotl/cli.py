@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--artifacts", metavar="DIR",
                    help="artifact store for the best models (default RUN_DIR/artifacts; a shared "
                         "directory when workers run on other machines)")
+    s.add_argument("--portfolio", metavar="FILE", help="first-trial portfolio (default: the one shipped with "
+                   "autotl, learned from benchmark runs; see benchmarks/portfolio.py)")
+    s.add_argument("--rescore", type=int, default=2, metavar="N",
+                   help="at most N rounds of cross-validation folds re-score the finalists when validation "
+                        "cannot tell them apart (default 2; 0 chooses on the validation split alone)")
+    s.add_argument("--no-soup", action="store_true", help="do not try a greedy weight soup of the top fine-tunes")
+    s.add_argument("--ensemble", type=int, default=0, metavar="K",
+                   help="also save an averaged-prediction ensemble of the top K configurations in "
+                        "RUN_DIR/ensemble (served by `autotl predict RUN_DIR`)")
     s.add_argument("--encoding", default="utf-8", help="CSV encoding (default utf-8)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -154,7 +163,8 @@ def _search(args) -> int:
                     max_length=args.max_length, standard_head=args.standard_head, refit=not args.no_refit,
                     disable_plugins=tuple(args.disable_plugin), encoding=args.encoding,
                     device=args.device, progress=not args.no_progress, pruner=args.pruner,
-                    trials_per_device=args.trials_per_device, artifacts=args.artifacts)
+                    trials_per_device=args.trials_per_device, artifacts=args.artifacts,
+                    portfolio=args.portfolio, rescore=args.rescore, soup=not args.no_soup, ensemble=args.ensemble)
     return 130 if result.interrupted else 0
 
 

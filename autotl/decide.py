@@ -125,6 +125,17 @@ def decide(study, setup, *, budget=None, max_rounds: int = 2, refit_seconds: flo
     return Decision(choice.chosen.key, choice, rounds, record)
 
 
+def rescore_seconds(study, setup) -> float:
+    """What one re-scoring round of the current finalists would cost (0 when validation
+    already tells them apart): the search keeps it back from the trials."""
+    metric = setup.fit.metric
+    targets, evidence, _ = gather(study, setup.val.targets)
+    chosen_few = finalists(metric, evidence, targets, limit=MAX_FINALISTS)
+    if len(chosen_few) < 2 or estimate(metric, chosen_few[0], targets).se < SMALL_SE:
+        return 0.0
+    return sum(f.cost for f in chosen_few)
+
+
 def _rounds_done(targets: dict) -> int:
     return len([f for f in targets if f > 0])
 

@@ -123,13 +123,21 @@ def read_info(path) -> dict:
 
 
 def load_model(path, device: str = "cpu") -> tuple[TransferModel, object, dict]:
-    """(model, tokenizer, info) from a run directory or its best/ directory."""
+    """(model, tokenizer, info) from a run directory, its best/ or its ensemble/ directory.
+
+    A run directory serves its ensemble when the search saved one (an `EnsembleModel`,
+    called like a TransferModel), else best/; best/ itself is always the single model."""
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     from .backbone import _quiet_transformers
 
     _quiet_transformers()
+    ensemble = _ensemble_at(path)
+    if ensemble is not None:
+        from .ensemble import load_ensemble
+
+        return load_ensemble(ensemble, device)
     best = find_best(path)
     info = json.loads((best / INFO).read_text())
     tokenizer = AutoTokenizer.from_pretrained(best)
@@ -144,3 +152,10 @@ def load_model(path, device: str = "cpu") -> tuple[TransferModel, object, dict]:
         head.load_state_dict(state)
         model = TransferModel(Pooling.MEAN, encoder=encoder, head=head)
     return model.to(device).eval(), tokenizer, info
+
+
+def _ensemble_at(path) -> Path | None:
+    """RUN_DIR/ensemble or the ensemble directory `path` is, if it holds an ensemble."""
+    from .ensemble import find_ensemble
+
+    return find_ensemble(path) if Path(path).exists() else None

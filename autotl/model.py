@@ -74,7 +74,9 @@ class TransferModel(nn.Module):
             self.encoder_ = encoder
             self.head_ = head
         config = self.encoder.config
-        self.layers = _find_layers(self.encoder, config.num_hidden_layers)
+        # A handle, not a registered submodule: the layers already belong to the encoder, and
+        # a second registration would list every layer weight twice in state_dict().
+        object.__setattr__(self, "layers", _find_layers(self.encoder, config.num_hidden_layers))
         # BERT-style standard heads can be split at the pooler output; others run whole.
         self.splittable = self.pooling is Pooling.MEAN or (
             getattr(self.encoder, "pooler", None) is not None

@@ -10,13 +10,36 @@ from optuna.trial import TrialState
 
 from .objective import POOLING, STRATEGY
 
-COLUMNS = ["trial", "state", "strategy", "head", "score", "best_epoch", "epochs", "seconds",
+COLUMNS = ["trial", "state", "strategy", "head", "score", "se", "best_epoch", "epochs", "seconds",
            "trainable_params", "summary", "params", "error"]
 
 
+def _standard_errors(study) -> dict[int, float]:
+    """Trial number -> standard error of its validation score (from its validation predictions)."""
+    import numpy as np
+
+    from .metrics import METRICS
+    from .objective import VAL_PREDICTIONS
+    from .select import standard_error
+    from .study import VAL_TARGETS
+
+    targets = study.user_attrs.get(VAL_TARGETS)
+    metric = METRICS.get((study.user_attrs.get("autotl") or {}).get("metric", ""))
+    if targets is None or metric is None:
+        return {}
+    out = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        predicted = t.user_attrs.get(VAL_PREDICTIONS)
+        if predicted is not None and len(predicted) == len(targets):
+            out[t.number] = round(standard_error(metric, np.asarray(targets), np.asarray(predicted)), 4)
+    return out
+
+
 def leaderboard(study) -> list[dict]:
-    """One row per trial, best first (unfinished and failed trials last)."""
+    """One row per trial, best first (unfinished and failed trials last); a complete trial's
+    score comes with its standard error."""
     rows = []
+    errors = _standard_errors(study)
     # WAITING trials (portfolio entries the budget did not reach) have not run: not listed
     for t in study.get_trials(deepcopy=False, states=[s for s in TrialState if s is not TrialState.WAITING]):
         own = {k: v for k, v in t.params.items() if k not in (STRATEGY, POOLING)}
@@ -24,8 +47,9 @@ def leaderboard(study) -> list[dict]:
             "trial": t.number,
             "state": t.state.name.lower(),
             "strategy": t.params.get(STRATEGY, ""),
-            "head": t.params.get(POOLING, ""),
+            "head": t.params.get(POOLING) or t.user_attrs.get("head", ""),
             "score": t.value if t.state is TrialState.COMPLETE else _last(t),
+            "se": errors.get(t.number, ""),
             "best_epoch": t.user_attrs.get("best_epoch", ""),
             "epochs": len(t.intermediate_values),  # validated epochs run (a pruned trial's too)
             "seconds": round(t.duration.total_seconds(), 1) if t.duration else "",
@@ -56,31 +80,41 @@ def write_leaderboard(rows: list[dict], run_dir: Path) -> None:
 
 def format_table(rows: list[dict], metric: str, limit: int = 15) -> str:
     """A fixed-width leaderboard for the terminal."""
-    head = f"{'#':>4}  {'state':<8} {'strategy':<16} {'head':<8} {metric:>9} {'epoch':>5} {'sec':>7} {'trainable':>10}  notes"
+    head = (f"{'#':>4}  {'state':<8} {'strategy':<16} {'head':<8} {metric:>9} {'± se':>7} {'epoch':>5} {'sec':>7} "
+            f"{'trainable':>10}  notes")
     lines = [head, "-" * len(head)]
     for r in rows[:limit]:
         score = f"{r['score']:.4f}" if isinstance(r["score"], float) else ""
+        se = f"{r['se']:.4f}" if isinstance(r.get("se"), float) else ""
         epoch = r["best_epoch"] + 1 if isinstance(r["best_epoch"], int) else ""
         note = r["error"] or r["summary"]
         lines.append(f"{r['trial']:>4}  {r['state']:<8} {r['strategy'][:16]:<16} {r['head']:<8} "
-                     f"{score:>9} {epoch:>5} {r['seconds']:>7} {r['trainable_params']:>10}  {note[:60]}")
+                     f"{score:>9} {se:>7} {epoch:>5} {r['seconds']:>7} {r['trainable_params']:>10}  {note[:60]}")
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more in leaderboard.csv")
     return "\n".join(lines)
 
 
-def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str) -> str:
-    """report.md: the winner, its margin over the best of every other strategy, test score."""
+def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str, decision: dict | None = None) -> str:
+    """report.md: the winner and how it was chosen (finalists ± standard errors, the margin
+    over the baseline recipe), the final model, the test score, score against cost."""
     done = [r for r in rows if r["state"] == "complete"]
     lines = ["# autotl report", ""]
     if not done or info is None:
         lines.append("No trial finished, so there is no best model yet.")
     else:
-        win = done[0]
+        win = next((r for r in done if r["trial"] == info.get("trial")), done[0])
+        se = f" ± {win['se']:.4f}" if isinstance(win.get("se"), float) else ""
         lines += [f"**Winner:** trial {win['trial']}, `{win['strategy']}` with the `{win['head']}` head "
-                  f"({win['summary']}): validation {metric} **{win['score']:.4f}** "
+                  f"({win['summary']}): validation {metric} **{win['score']:.4f}**{se} "
                   f"at epoch {win['best_epoch'] + 1}, {win['trainable_params']:,} trainable parameters, "
                   f"{win['seconds']} s.", ""]
+        lines += _decision_lines(decision, metric)
+        if info.get("soup"):
+            soup = info["soup"]
+            lines += [f"**Soup:** the weights of trials {', '.join(map(str, soup['members']))} (same head) are "
+                      f"averaged (greedy soup, Wortsman et al. 2022): validation {metric} {soup['val']:.4f} "
+                      f"against {soup['base_val']:.4f} for trial {win['trial']} alone.", ""]
         if info.get("refit"):
             r = info["refit"]
             lines += [f"`best/` holds this configuration retrained on all {r['rows']} labelled rows "
@@ -103,6 +137,36 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
     text = "\n".join(lines) + "\n"
     (run_dir / "report.md").write_text(text)
     return text
+
+
+def _decision_lines(decision: dict | None, metric: str) -> list[str]:
+    """How the winner was chosen: the finalists' pooled scores, paired differences, the rule."""
+    if not decision:
+        return []
+    rounds = decision.get("rounds", 0)
+    evidence = (f"the validation split and {rounds} re-scoring fold(s) of cross-validation" if rounds
+                else "the validation split")
+    lines = ["## How the winner was chosen", "",
+             f"Finalists: the best trial and those within two standard errors of it on {evidence}; "
+             "each score is pooled over every row it was scored on, and each difference is paired "
+             "(the same rows for both). Among ties within one standard error the cheaper configuration "
+             "wins (one-standard-error rule).", "",
+             f"| trial | configuration | {metric} ± se | rows | minus the best ± se | seconds | tied |",
+             "|---|---|---|---|---|---|---|"]
+    for f in decision["finalists"]:
+        chosen = " **(chosen)**" if f["trial"] == decision["chosen"] else ""
+        lines.append(f"| {f['trial']}{chosen} | {f['label']} | {f['score']:.4f} ± {f['se']:.4f} | {f['rows']} | "
+                     f"{f['diff']:+.4f} ± {f['diff_se']:.4f} | {f['cost']:.0f} | {'yes' if f['tied'] else 'no'} |")
+    lines += ["", f"**Why:** {decision['reason']}.", ""]
+    base = decision.get("baseline")
+    if base:
+        lines += [f"**Margin over the baseline recipe** (trial {base['trial']}, the hand recipe: the model's own "
+                  f"head, lr 5e-5, 3 epochs, batch 32): {base['margin']:+.4f} ± {base['se']:.4f} {metric}, "
+                  f"paired on {base['rows']} validation rows.", ""]
+    else:
+        lines += ["The baseline recipe did not run in this search (excluded, or the budget ended first), so "
+                  "there is no margin over it.", ""]
+    return lines
 
 
 def _cost_table(rows: list[dict], done: list[dict], win: dict, metric: str) -> list[str]:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from dataclasses import replace
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+from . import candidates
 from . import study as studies
-from .batching import concat
+from .decide import CHOICE
 from .errors import AutotlError
-from .export import INFO, find_best, load_model, restore_best, save_best
-from .objective import POOLING, STRATEGY, Objective, run_params
+from .export import restore_best, save_best
+from .final import final_model, holds, info_for, read_info, refit_seconds, score_test
+from .objective import POOLING, STRATEGY, Objective, compact
 from .report import format_table, leaderboard, write_leaderboard, write_report
 from .train import release_memory
 
@@ -26,20 +25,30 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
               budget, refit: bool, max_length, backbone, record, pruner: str = studies.DEFAULT_PRUNER,
               spec=None, slots=None):
     """The whole search: open the study, run trials (here, or in one worker process per slot),
-    then the final model, its test score, the leaderboard and the report."""
+    then the choice, the final model, its test score, the leaderboard and the report."""
     from .api import SearchResult
     from .artifacts import open_artifacts
+    from .portfolio import first_trials
+    from .runspec import RunSpec
 
+    spec = spec or RunSpec(data="")
     restore_best(run_dir)
+    rows = len(setup.train) + len(setup.val)
     study = studies.create_or_resume(
         storage=studies.open_storage(storage, run_dir), study_name=study_name, record=record,
         maximize=setup.fit.metric.maximize, seed=seed,
-        portfolio=studies.portfolio(setup.strategies, setup.poolings), pruner=pruner)
-    if spec is not None:
+        portfolio=first_trials(setup.strategies, setup.poolings, rows, spec.portfolio,
+                               each_strategy=spec.strategies is not None), pruner=pruner)
+    if spec.data:
         studies.save_spec(study, spec)
-    store = open_artifacts(spec.artifacts) if spec is not None and spec.artifacts else None
+    if studies.VAL_TARGETS not in study.user_attrs:  # what every trial's validation predictions are scored against
+        study.set_user_attr(studies.VAL_TARGETS, compact(setup.val.targets))
+    store = open_artifacts(spec.artifacts) if spec.artifacts else None
     info_base = {"backbone": backbone.name, "metric": setup.fit.metric.name, "data": target.schema(),
                  "study": study_name}
+    run = dict(tokenizer=tokenizer, run_dir=run_dir, store=store, budget=budget, n_trials=n_trials, refit=refit,
+               info_base=info_base, max_length=max_length, keep=max(candidates.KEEP, spec.ensemble),
+               rescore=spec.rescore)
     if _done(study, n_trials):
         interrupted = False
         log.info("the study already has %d finished trials; raise --n-trials to run more", n_trials)
@@ -51,48 +60,85 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
         # left of the budget here (the survivors may have stopped before it was re-queued).
         studies.recover_dead_trials(study)
         if not interrupted and not _done(study, n_trials) and not budget.passed(within=budget.shortest_epoch):
-            interrupted = work(study, setup, tokenizer=tokenizer, run_dir=run_dir, store=store, budget=budget,
-                               n_trials=n_trials, refit=refit, info_base=info_base, max_length=max_length)
+            interrupted = work(study, setup, **run)
     else:
-        interrupted = work(study, setup, tokenizer=tokenizer, run_dir=run_dir, store=store, budget=budget,
-                           n_trials=n_trials, refit=refit, info_base=info_base, max_length=max_length)
+        interrupted = work(study, setup, **run)
 
     best = _best_trial(study)
     info = None
     if best is not None and not interrupted:
-        if store is not None and not _holds(run_dir, best, study_name):
-            from .artifacts import export_best
-
-            export_best(study, store, run_dir)  # trained by another process
-        info = _final_model(best, setup, tokenizer, run_dir, max_length, info_base, refit, budget)
-        if target.test is not None:
-            info = _score_test(run_dir, target, setup)
+        info = _finish(study, best, setup, target, spec, **run)
     elif best is not None:
-        info = _read_info(run_dir)
+        info = read_info(run_dir)
     rows = leaderboard(study)
     write_leaderboard(rows, run_dir)
-    write_report(rows, info, run_dir, setup.fit.metric.name)
+    write_report(rows, info, run_dir, setup.fit.metric.name, decision=study.user_attrs.get(CHOICE))
     if best is None and not interrupted:
         failed = [r for r in rows if r["error"]]
         hint = f"; first error: {failed[0]['error']}" if failed else ""
         raise AutotlError(f"no trial finished in {run_dir} ({len(rows)} tried){hint}")
     print(format_table(rows, setup.fit.metric.name))
     best_path = run_dir / "best" if best is not None else None
+    final = info.get("trial", best.number) if info else (best.number if best else None)
     if best_path is not None:
-        print(f"\nbest: trial {best.number} {best.params[STRATEGY]}/{best.params[POOLING]} "
-              f"{setup.fit.metric.name}={best.value:.4f} -> {best_path}")
+        chosen = study.trials[final] if final is not None else best
+        soup = (info or {}).get("soup")
+        made = f"a soup of trials {', '.join(map(str, soup['members']))} from " if soup else ""
+        print(f"\nbest: {made}trial {chosen.number} {chosen.params[STRATEGY]}/"
+              f"{chosen.params.get(POOLING) or chosen.user_attrs.get('head', '?')} "
+              f"{setup.fit.metric.name}={chosen.value:.4f} -> {best_path}")
+        decision = study.user_attrs.get(CHOICE)
+        if decision:
+            print(f"chosen: {decision['reason']}")
+            if decision.get("baseline"):
+                b = decision["baseline"]
+                print(f"margin over the baseline recipe (trial {b['trial']}): {b['margin']:+.4f} ± {b['se']:.4f} "
+                      f"({setup.fit.metric.name}, paired on {b['rows']} validation rows)")
         if info and (info.get("scores") or {}).get("test"):
             test = info["scores"]["test"]["metrics"]
             print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
+    chosen_trial = study.trials[final] if best is not None and final is not None else best
     return SearchResult(run_dir=run_dir, best_model=best_path,
-                        best_params=dict(best.params) if best else {},
-                        best_score=best.value if best else None, metric=setup.fit.metric.name,
+                        best_params=dict(chosen_trial.params) if chosen_trial else {},
+                        best_score=chosen_trial.value if chosen_trial else None, metric=setup.fit.metric.name,
                         test_scores=(info or {}).get("scores", {}).get("test") if info else None,
                         leaderboard=rows, interrupted=interrupted)
 
 
+def _finish(study, best, setup, target, spec, *, store, tokenizer, run_dir, budget, refit, info_base, max_length,
+            keep, rescore, **_) -> dict:
+    """The choice among the trials, the final model (soup, refit), the ensemble, the test score."""
+    from .decide import decide
+
+    decision = decide(study, setup, budget=budget, max_rounds=rescore,
+                      refit_seconds=refit_seconds(best, setup) if refit else 0.0)
+    chosen = study.trials[decision.chosen] if decision is not None else best
+    if store is not None and chosen.number == best.number and not holds(run_dir, best, study.study_name):
+        from .artifacts import export_best
+
+        export_best(study, store, run_dir)  # trained by another process
+    soup = None
+    if spec.soup:
+        from .soup import greedy_soup
+
+        soup = greedy_soup(setup, run_dir, chosen.number)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    info = final_model(chosen, setup, tokenizer, run_dir, max_length=max_length, info_base=info_base, refit=refit,
+                       budget=budget, soup=soup, trials=trials)
+    if spec.ensemble > 1:
+        from .final import final_ensemble
+
+        final_ensemble(study, chosen, setup, tokenizer, run_dir, size=spec.ensemble, max_length=max_length,
+                       info_base=info_base, refit=refit, budget=budget)
+    if target.test is not None:
+        info = score_test(run_dir, target, setup)
+        if (run_dir / "ensemble").is_dir():
+            score_test(run_dir / "ensemble", target, setup)
+    return info
+
+
 def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_trials, refit: bool,
-         info_base: dict, max_length: int) -> bool:
+         info_base: dict, max_length: int, keep: int = candidates.KEEP, rescore: int = 0) -> bool:
     """Run trials of `study` in this process until `n_trials` finished trials exist in the
     whole study (every worker counts) or the budget is spent. A trial that beats the best so
     far uploads its model to `store` and (with a `run_dir`) is exported as best/ under a lock.
@@ -102,15 +148,22 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
     studies.recover_dead_trials(study)
     sign = 1 if setup.fit.metric.maximize else -1
 
-    def upload_if_best(trial, outcome) -> None:
+    def keep_and_upload(trial, outcome) -> None:
+        if run_dir is not None:  # for the soup and the ensemble at the end
+            try:
+                candidates.keep_model(run_dir, trial.number, outcome.model, score=outcome.result.best_score,
+                                      head=outcome.model.pooling.value, params=dict(trial.params),
+                                      maximize=setup.fit.metric.maximize, keep=keep)
+            except OSError as exc:  # a full disk loses the soup, never the trial
+                log.warning("trial %d's model could not be kept for the soup/ensemble: %s", trial.number, exc)
         best = _best_trial(study)
         if store is not None and (best is None or sign * outcome.result.best_score > sign * best.value):
             from .artifacts import upload_model
 
-            upload_model(trial, outcome.model, tokenizer, _info(info_base, trial, outcome.summary, outcome),
+            upload_model(trial, outcome.model, tokenizer, info_for(info_base, trial, outcome.summary, outcome),
                          max_length=max_length, store=store)
 
-    objective = Objective(setup, on_complete=upload_if_best)
+    objective = Objective(setup, on_complete=keep_and_upload)
 
     def on_trial(study, trial) -> None:
         outcome = objective.pending.pop(trial.number, None)
@@ -121,13 +174,10 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
                 now = _best_trial(study)
                 return now is not None and now.number == trial.number
 
-            save_best(outcome.model, tokenizer, run_dir, _info(info_base, trial, outcome.summary),
+            save_best(outcome.model, tokenizer, run_dir, info_for(info_base, trial, outcome.summary),
                       max_length=max_length, still_best=still_best)
-        if is_best and refit:
-            # Keep time back for the refit only if it can fit at all; otherwise the
-            # trial's own model is final and the budget goes to more trials.
-            needed = _refit_seconds(trial, setup)
-            budget.reserve = needed if budget.fits(needed) else 0.0
+        if best is not None and trial.state is TrialState.COMPLETE:
+            budget.reserve = _reserve(study, best, setup, budget, refit=refit, rescore=rescore)
         log.info("%s", _trial_line(trial, setup.fit.metric.name, is_best, best))
         del outcome
         release_memory(setup.fit.device)
@@ -160,10 +210,17 @@ def _done(study, n_trials: int | None) -> bool:
             and studies.requeued_waiting(study) == 0)
 
 
-def _holds(run_dir: Path, trial, study_name: str, info: dict | None = None) -> bool:
-    """Whether RUN_DIR/best holds `trial` of this study (`info`: its autotl.json, if read)."""
-    info = _read_info(run_dir) if info is None else info
-    return info is not None and info.get("trial") == trial.number and info.get("study") == study_name
+def _reserve(study, best, setup, budget, *, refit: bool, rescore: int) -> float:
+    """Seconds to keep back from the trials: the refit of the best configuration, and one
+    re-scoring round of the current finalists (when validation cannot tell them apart).
+    Only what can fit at all is kept back; otherwise the budget goes to more trials."""
+    from .decide import rescore_seconds
+
+    needed = refit_seconds(best, setup) if refit else 0.0
+    if not budget.fits(needed):
+        return 0.0
+    round_cost = rescore_seconds(study, setup) if rescore > 0 else 0.0
+    return needed + round_cost if budget.fits(needed + round_cost) else needed
 
 
 def _best_trial(study):
@@ -173,99 +230,9 @@ def _best_trial(study):
         return None
 
 
-def _info(base: dict, trial, summary: str, outcome=None) -> dict:
-    """autotl.json's content for `trial`; from `outcome` while the trial is still running."""
-    if outcome is not None:
-        result = outcome.result
-        value, attrs = result.best_score, {"best_epoch": result.best_epoch, "epoch_scores": list(result.scores),
-                                           "trainable_params": result.trainable_params}
-    else:
-        value, attrs = trial.value, trial.user_attrs
-    return {**base, "refit": None, "trial": trial.number, "strategy": trial.params[STRATEGY],
-            "params": dict(trial.params), "summary": summary,
-            "scores": {"val": value, "best_epoch": attrs.get("best_epoch"),
-                       "epoch_scores": attrs.get("epoch_scores"), "test": None},
-            "trainable_params": attrs.get("trainable_params")}
-
-
-def _read_info(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((find_best(run_dir) / INFO).read_text())
-    except AutotlError:
-        return None
-
-
-def _final_model(best, setup, tokenizer, run_dir, max_length, info_base, refit: bool, budget=None) -> dict:
-    """best/ must hold the study's best trial, refit on all labelled rows when `refit`.
-
-    The trial's own model is exported as soon as it wins; the refit retrains the same
-    configuration on train + validation rows for the epochs that won (the validation rows
-    are data the final model should learn from; they have done their job of choosing).
-    When best/ holds another trial (it finished in another process, or the search died
-    before exporting), the configuration is rebuilt from its params alone. A refit that
-    would overrun the `budget` is skipped: the trial's own model is final.
-    """
-    info = _read_info(run_dir)
-    current = _holds(run_dir, best, info_base["study"], info)
-    if refit and current and not info.get("refit") and budget is not None:
-        needed = _refit_seconds(best, setup)
-        if not budget.fits(needed):
-            log.info("no time left for the refit (about %.0f s needed, %.0f s left): keeping trial %d's "
-                     "own model", needed, max(0.0, budget.end - budget.clock()), best.number)
-            return info
-    if current and (not refit or info.get("refit")):
-        return info
-    epochs = int(best.user_attrs.get("best_epoch", 0)) + 1
-    # No deadline: the budget kept time back for this, and a final model must train in full.
-    fit = replace(setup.fit, deadline=None)
-    if refit:
-        rows = concat(setup.train, setup.val)
-        log.info("refitting trial %d's configuration on all %d labelled rows for %d epoch(s)",
-                 best.number, len(rows), epochs)
-        final = replace(setup, train=rows, val=None,
-                        fit=replace(fit, max_epochs=epochs, finalize_choice=best.user_attrs.get("finalized")))
-        outcome = run_params(final, dict(best.params), desc=f"refit trial {best.number}")
-        meta = {"rows": len(rows), "epochs": epochs, "seconds": round(outcome.result.seconds, 1)}
-    else:
-        log.info("rebuilding the best model (trial %d) from its parameters", best.number)
-        outcome = run_params(replace(setup, fit=fit), dict(best.params), desc=f"rebuild trial {best.number}")
-        meta = None
-    save_best(outcome.model, tokenizer, run_dir,
-              {**_info(info_base, best, outcome.summary), "refit": meta}, max_length=max_length)
-    return _read_info(run_dir)
-
-
-def _refit_seconds(trial, setup) -> float:
-    """Estimated refit time of `trial`'s configuration: its seconds per epoch, for the
-    epochs that won, scaled to train + validation rows."""
-    epochs_run = max(1, len(trial.user_attrs.get("epoch_scores") or ()))
-    per_epoch = float(trial.user_attrs.get("seconds", 0.0)) / epochs_run
-    scale = (len(setup.train) + len(setup.val)) / max(1, len(setup.train))
-    return per_epoch * (int(trial.user_attrs.get("best_epoch", 0)) + 1) * scale
-
-
-def _score_test(run_dir: Path, target, setup) -> dict:
-    """Score the exported model on --test once, with every metric of the task."""
-    from .batching import encode
-    from .metrics import METRICS
-    from .train import infer, predictions
-
-    model, tokenizer, info = load_model(run_dir, setup.fit.device)
-    encoded = encode(tokenizer, target.test.texts, target.test.targets, info["max_length"], key="test")
-    outputs = infer(model, encoded, pad_id=tokenizer.pad_token_id or 0, device=setup.fit.device)
-    predicted = predictions(outputs, setup.fit.regression)
-    metrics = {name: m(target.test.targets, predicted) for name, m in METRICS.items()
-               if m.task == target.task.value}
-    info["scores"]["test"] = {"rows": len(encoded), "metrics": metrics}
-    path = find_best(run_dir) / INFO
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return info
-
-
 def _trial_line(trial, metric: str, is_best: bool, best) -> str:
-    name = f"trial {trial.number} {trial.params.get(STRATEGY, '?')}/{trial.params.get(POOLING, '?')}"
+    head = trial.params.get(POOLING) or trial.user_attrs.get("head", "?")
+    name = f"trial {trial.number} {trial.params.get(STRATEGY, '?')}/{head}"
     secs = f"{trial.duration.total_seconds():.0f}s" if trial.duration else ""
     if trial.state is TrialState.COMPLETE:
         tag = "  (best so far)" if is_best else f"  (best: {best.value:.4f}, trial {best.number})"

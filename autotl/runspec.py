@@ -34,6 +34,10 @@ class RunSpec:
     deadline: float | None = None  # Unix time after which no trial or epoch starts
     run_dir: str | None = None  # where the starting machine keeps best/
     artifacts: str | None = None  # the artifact store's directory
+    portfolio: str | None = None  # first-trial portfolio file (None: the one shipped with autotl)
+    rescore: int = 2  # most re-scoring rounds of the finalists before the choice (0: validation alone)
+    soup: bool = True  # try a greedy soup of the top fine-tunes at the end
+    ensemble: int = 0  # > 1: also save an averaged-prediction ensemble of the top `ensemble`
 
     def to_json(self) -> dict:
         return asdict(self)

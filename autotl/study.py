@@ -63,6 +63,7 @@ def requeue_stale(study, trial) -> None:
 
 
 REQUEUED_FROM = "requeued_from"
+VAL_TARGETS = "val_targets"  # study user attr: the validation rows' targets, for standard errors
 
 
 def save_spec(study, spec) -> None:

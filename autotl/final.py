@@ -1,0 +1,215 @@
+"""After the trials: the choice, the final model (soup, refit), the ensemble, the test score.
+
+In order (each step logs what it did and why):
+1. `decide`: the finalists re-scored on more evidence, then the one-standard-error rule.
+2. A greedy soup (`soup.py`) starting from the chosen trial's model: the stored models of
+   the same head averaged in, best first, while validation does not get worse; kept only if
+   it validates strictly better than the chosen model alone.
+3. The refit: the chosen configuration (every soup ingredient, for a soup) retrained on
+   train + validation rows for the epochs that won. A refit that would overrun the budget
+   is skipped: a soup falls back to its chosen configuration alone, a single model keeps
+   the trial's own weights (from the stored candidates, else rebuilt).
+4. With ``--ensemble K``: the chosen and the next best K-1 configurations, each refit as
+   the budget allows, saved as RUN_DIR/ensemble (served by `autotl predict RUN_DIR`).
+5. The test set, scored once for what was exported (best/, and the ensemble).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from . import candidates
+from .batching import concat
+from .errors import AutotlError
+from .export import INFO, find_best, save_best
+from .objective import STRATEGY, head_of, run_params
+
+log = logging.getLogger("autotl")
+
+
+def info_for(base: dict, trial, summary: str, outcome=None) -> dict:
+    """autotl.json's content for `trial`; from `outcome` while the trial is still running."""
+    if outcome is not None:
+        result = outcome.result
+        value, attrs = result.best_score, {"best_epoch": result.best_epoch, "epoch_scores": list(result.scores),
+                                           "trainable_params": result.trainable_params}
+    else:
+        value, attrs = trial.value, trial.user_attrs
+    return {**base, "refit": None, "soup": None, "trial": trial.number, "strategy": trial.params[STRATEGY],
+            "params": dict(trial.params), "summary": summary,
+            "scores": {"val": value, "best_epoch": attrs.get("best_epoch"),
+                       "epoch_scores": attrs.get("epoch_scores"), "test": None},
+            "trainable_params": attrs.get("trainable_params")}
+
+
+def read_info(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((find_best(run_dir) / INFO).read_text())
+    except AutotlError:
+        return None
+
+
+def holds(run_dir: Path, trial, study_name: str, info: dict | None = None, soup=None) -> bool:
+    """Whether RUN_DIR/best holds `trial` of this study (as the soup `soup`, if given)."""
+    info = read_info(run_dir) if info is None else info
+    return (info is not None and info.get("trial") == trial.number and info.get("study") == study_name
+            and (info.get("soup") or {}).get("members") == (list(soup.members) if soup else None))
+
+
+def refit_seconds(trial, setup) -> float:
+    """Estimated refit time of `trial`'s configuration: its seconds per epoch, for the
+    epochs that won, scaled to train + validation rows."""
+    epochs_run = max(1, len(trial.user_attrs.get("epoch_scores") or ()))
+    per_epoch = float(trial.user_attrs.get("seconds", 0.0)) / epochs_run
+    scale = (len(setup.train) + len(setup.val)) / max(1, len(setup.train))
+    return per_epoch * (int(trial.user_attrs.get("best_epoch", 0)) + 1) * scale
+
+
+def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info_base: dict, refit: bool,
+                budget=None, soup=None, trials: dict | None = None) -> dict:
+    """best/ holds `trial`'s configuration (or the soup `soup` started from it), refit on
+    all labelled rows when `refit` and the budget allows; returns its autotl.json."""
+    trials = trials or {trial.number: trial}
+    info = read_info(run_dir)
+    if soup is not None and refit and budget is not None:
+        needed = sum(refit_seconds(trials[m], setup) for m in soup.members)
+        if not budget.fits(needed):
+            log.info("no time to refit the soup's %d models (about %.0f s); the chosen configuration alone "
+                     "is refit", len(soup.members), needed)
+            soup = None
+    current = holds(run_dir, trial, info_base["study"], info, soup)
+    if current and (not refit or info.get("refit")):
+        return info
+    if refit and budget is not None and not budget.fits(refit_seconds(trial, setup)):
+        log.info("no time left for the refit (about %.0f s needed, %.0f s left): keeping trial %d's own model",
+                 refit_seconds(trial, setup), max(0.0, budget.end - budget.clock()), trial.number)
+        if current:
+            return info
+        refit = False
+    members = [trials[m] for m in soup.members] if soup else [trial]
+    if refit:
+        outcomes = [_refit(member, setup) for member in members]
+        models = [o.model for o in outcomes]
+        summary = outcomes[0].summary if len(members) == 1 else trial.user_attrs.get("summary", "")
+        meta = {"rows": len(setup.train) + len(setup.val), "epochs": int(trial.user_attrs.get("best_epoch", 0)) + 1,
+                "seconds": round(sum(o.result.seconds for o in outcomes), 1)}
+    else:
+        models = [_trained_model(member, setup, run_dir) for member in members]
+        summary, meta = trial.user_attrs.get("summary", ""), None
+    model = models[0]
+    if soup is not None:
+        from .soup import soup_model
+
+        model = soup_model(setup, head_of(trial.params, setup.strategies[trial.params[STRATEGY]].strategy),
+                           [m.state_dict() for m in models])
+    extra = {"refit": meta}
+    if soup is not None:
+        extra["soup"] = {"members": list(soup.members), "val": soup.score, "base_val": soup.base_score}
+    save_best(model, tokenizer, run_dir, {**info_for(info_base, trial, summary), **extra}, max_length=max_length)
+    return read_info(run_dir)
+
+
+def _refit(trial, setup):
+    """`trial`'s configuration trained on train + validation rows for the epochs that won."""
+    rows = concat(setup.train, setup.val)
+    epochs = int(trial.user_attrs.get("best_epoch", 0)) + 1
+    log.info("refitting trial %d's configuration on all %d labelled rows for %d epoch(s)",
+             trial.number, len(rows), epochs)
+    # No deadline: the budget kept time back for this, and a final model must train in full.
+    final = replace(setup, train=rows, val=None,
+                    fit=replace(setup.fit, deadline=None, max_epochs=epochs,
+                                finalize_choice=trial.user_attrs.get("finalized")))
+    return run_params(final, dict(trial.params), desc=f"refit trial {trial.number}")
+
+
+def final_ensemble(study, chosen, setup, tokenizer, run_dir: Path, *, size: int, max_length: int,
+                   info_base: dict, refit: bool, budget=None) -> Path | None:
+    """RUN_DIR/ensemble: the chosen configuration and the next best `size` - 1 (distinct
+    configurations, by validation score), averaged predictions; each member refit when
+    `refit` and the budget allows all of them, else the trials' own models."""
+    from optuna.trial import TrialState
+
+    from .ensemble import ensemble_scores, save_ensemble
+
+    sign = 1 if setup.fit.metric.maximize else -1
+    ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                    key=lambda t: (-sign * t.value, t.number))
+    members = [chosen]
+    for t in ranked:
+        if len(members) < size and all(t.params != m.params for m in members):
+            members.append(t)
+    if len(members) < 2:
+        log.info("ensemble: only one configuration finished; no ensemble written")
+        return None
+    trial_models = [_trained_model(m, setup, run_dir) for m in members]
+    val_score, _ = ensemble_scores(setup, trial_models)
+    log.info("ensemble of trials %s: validation %s %.4f (the chosen trial alone: %.4f)",
+             ", ".join(str(m.number) for m in members), setup.fit.metric.name, val_score, chosen.value)
+    models, refit_meta = trial_models, None
+    if refit:
+        needed = sum(refit_seconds(m, setup) for m in members)
+        if budget is None or budget.fits(needed):
+            del trial_models
+            models = [_refit(m, setup).model for m in members]
+            refit_meta = {"rows": len(setup.train) + len(setup.val)}
+        else:
+            log.info("no time to refit the ensemble's %d members (about %.0f s); it keeps the trials' own "
+                     "models", len(members), needed)
+    member_infos = [{**info_for(info_base, m, m.user_attrs.get("summary", "")), "refit": refit_meta}
+                    for m in members]
+    info = {**info_base, "members": [m.number for m in members], "refit": refit_meta,
+            "scores": {"val": val_score, "chosen_val": chosen.value, "test": None}}
+    return save_ensemble(models, tokenizer, run_dir, member_infos, info, max_length=max_length)
+
+
+def _trained_model(trial, setup, run_dir: Path):
+    """`trial`'s trained model: from the stored candidates when kept, else trained again."""
+    from .model import build_model
+
+    stored = next((c for c in candidates.listing(run_dir) if c["trial"] == trial.number), None)
+    if stored is not None:
+        strategy = setup.strategies[trial.params[STRATEGY]].strategy
+        model = build_model(setup.backbone_path, head_of(trial.params, strategy), num_outputs=setup.num_outputs,
+                            label_names=setup.label_names, regression=setup.fit.regression,
+                            target_mean=setup.target_mean)
+        model.load_state_dict(candidates.load_state(stored["path"]))
+        return model.eval()
+    log.info("rebuilding trial %d's model from its parameters", trial.number)
+    fit = replace(setup.fit, deadline=None)
+    return run_params(replace(setup, fit=fit), dict(trial.params), desc=f"rebuild trial {trial.number}").model
+
+
+def score_test(path: Path, target, setup) -> dict:
+    """Score the exported model at `path` (best/ or the ensemble) on --test once, with every
+    metric of the task; the scores go into its autotl.json (ensemble.json)."""
+    from .batching import encode
+    from .export import load_model
+    from .metrics import METRICS
+    from .train import infer, predictions
+
+    model, tokenizer, info = load_model(path, setup.fit.device)
+    encoded = encode(tokenizer, target.test.texts, target.test.targets, info["max_length"], key="test")
+    outputs = infer(model, encoded, pad_id=tokenizer.pad_token_id or 0, device=setup.fit.device)
+    predicted = predictions(outputs, setup.fit.regression)
+    metrics = {name: m(target.test.targets, predicted) for name, m in METRICS.items()
+               if m.task == target.task.value}
+    scores = {"rows": len(encoded), "metrics": metrics}
+    file = _info_file(Path(path))
+    stored = json.loads(file.read_text())
+    stored.setdefault("scores", {})["test"] = scores
+    tmp = file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stored, indent=2, default=str) + "\n")
+    os.replace(tmp, file)
+    return stored
+
+
+def _info_file(path: Path) -> Path:
+    if (path / "ensemble.json").is_file():
+        return path / "ensemble.json"
+    return find_best(path) / INFO
+
+
