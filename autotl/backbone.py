@@ -98,7 +98,7 @@ def _from_hub(name: str) -> str:
                          "check the name (e.g. google-bert/bert-base-uncased)") from None
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     # "Some weights were newly initialized" is expected: every head is new.
     import transformers
 
@@ -127,7 +127,7 @@ def load_backbone(name: str = DEFAULT_MODEL) -> Backbone:
     """Find the backbone and read its config (no weights yet). Fails fast, before training."""
     from transformers import AutoConfig
 
-    _quiet_transformers()
+    quiet_transformers()
     path = resolve(name)
     config = _load("model", name, AutoConfig.from_pretrained, path)
     layers = getattr(config, "num_hidden_layers", None)
@@ -145,7 +145,7 @@ def load_tokenizer(path: str):
     """The backbone's tokenizer (cached: every trial shares it)."""
     from transformers import AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     return _load("tokenizer of", path, AutoTokenizer.from_pretrained, path)
 
 
@@ -153,6 +153,6 @@ def load_pretrained(path: str, *, standard_head: bool, **config_overrides):
     """Fresh pretrained weights: with the architecture's own classification head, or bare."""
     from transformers import AutoModel, AutoModelForSequenceClassification
 
-    _quiet_transformers()
+    quiet_transformers()
     cls = AutoModelForSequenceClassification if standard_head else AutoModel
     return _load("model", path, cls.from_pretrained, path, **config_overrides)

@@ -83,6 +83,9 @@ def write_model(model: TransferModel, tokenizer, path: Path, *, max_length: int)
     """The model's weights, config (with label names) and tokenizer as an HF directory."""
     from safetensors.torch import save_file
 
+    from .backbone import quiet_transformers
+
+    quiet_transformers()  # no "Writing model shards" bar for each export
     model = model.to("cpu")
     if model.pooling is Pooling.STANDARD:
         model.net.save_pretrained(path)
@@ -130,9 +133,9 @@ def load_model(path, device: str = "cpu") -> tuple[TransferModel, object, dict]:
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-    from .backbone import _quiet_transformers
+    from .backbone import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     ensemble = _ensemble_at(path)
     if ensemble is not None:
         from .ensemble import load_ensemble

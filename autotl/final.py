@@ -161,7 +161,7 @@ def final_ensemble(study, chosen, setup, tokenizer, run_dir: Path, *, size: int,
                      "models", len(members), needed)
     member_infos = [{**info_for(info_base, m, m.user_attrs.get("summary", "")), "refit": refit_meta}
                     for m in members]
-    info = {**info_base, "members": [m.number for m in members], "refit": refit_meta,
+    info = {**info_base, "trials": [m.number for m in members], "refit": refit_meta,
             "scores": {"val": val_score, "chosen_val": chosen.value, "test": None}}
     return save_ensemble(models, tokenizer, run_dir, member_infos, info, max_length=max_length)
 

@@ -20,6 +20,7 @@ STRATEGY = "strategy"  # the first decision of every trial
 POOLING = "head.pooling"  # the head, searched with the strategy
 VAL_PREDICTIONS = "val_predictions"  # user attr: the kept model's predictions on the validation rows
 DUPLICATE_OF = "duplicate_of"  # user attr: the earlier trial that already ran this configuration
+SKIPPED = "skipped"  # user attr: why the trial did not run (it would not finish within the budget)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,24 @@ def _same_configuration(trial) -> int | None:
     return None
 
 
+def _estimated_seconds(study, name: str, params: dict) -> float | None:
+    """Seconds the configuration would take: the median seconds per epoch of the finished
+    trials of the same strategy, times its epochs (all stages); None before any finished."""
+    import statistics
+
+    from optuna.trial import TrialState
+
+    per_epoch = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        seconds = t.user_attrs.get("seconds") or (t.duration.total_seconds() if t.duration else None)
+        if t.params.get(STRATEGY) == name and seconds and t.intermediate_values:
+            per_epoch.append(seconds / len(t.intermediate_values))
+    if not per_epoch:
+        return None
+    epochs = sum(int(v) for k, v in params.items() if k.endswith("epochs") and isinstance(v, (int, float)))
+    return statistics.median(per_epoch) * max(1, epochs)
+
+
 class Objective:
     """Optuna objective: strategy first, head next, then that strategy's own space."""
 
@@ -175,6 +194,11 @@ class Objective:
         if earlier is not None:  # e.g. the sampler drew the parameterless baseline again
             trial.set_user_attr(DUPLICATE_OF, earlier)
             raise optuna.TrialPruned(f"same configuration as trial {earlier}")
+        left = setup.fit.deadline.remaining() if setup.fit.deadline is not None else None
+        needed = _estimated_seconds(trial.study, name, params) if left is not None else None
+        if needed is not None and needed > left:  # better a cheaper configuration than a cut one
+            trial.set_user_attr(SKIPPED, f"needs about {needed:.0f} s, {max(0.0, left):.0f} s left")
+            raise optuna.TrialPruned(f"skipped: needs about {needed:.0f} s")
 
         def report(epoch: int, score: float, epochs_left: int) -> None:
             trial.report(score, epoch)

@@ -40,8 +40,13 @@ def leaderboard(study) -> list[dict]:
     score comes with its standard error."""
     rows = []
     errors = _standard_errors(study)
-    # WAITING trials (portfolio entries the budget did not reach) have not run: not listed
+    from .study import did_not_run
+
+    # WAITING trials (portfolio entries the budget did not reach), repeats of a configuration
+    # and trials skipped for lack of time have not run: not listed
     for t in study.get_trials(deepcopy=False, states=[s for s in TrialState if s is not TrialState.WAITING]):
+        if did_not_run(t):
+            continue
         own = {k: v for k, v in t.params.items() if k not in (STRATEGY, POOLING)}
         rows.append({
             "trial": t.number,

@@ -14,11 +14,12 @@ from .decide import CHOICE
 from .errors import AutotlError
 from .export import restore_best, save_best
 from .final import final_model, holds, info_for, read_info, refit_seconds, score_test
-from .objective import POOLING, STRATEGY, Objective, compact
+from .objective import POOLING, SKIPPED, STRATEGY, Objective, compact
 from .report import format_table, leaderboard, write_leaderboard, write_report
 from .train import release_memory
 
 log = logging.getLogger("autotl")
+MAX_SKIPPED = 5  # consecutive trials that did not run (repeats, too long for the budget) end the search
 
 
 def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, seed, n_trials,
@@ -165,7 +166,18 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
 
     objective = Objective(setup, on_complete=keep_and_upload)
 
+    skipped = []  # consecutive trials skipped for lack of time
+
     def on_trial(study, trial) -> None:
+        if studies.did_not_run(trial):
+            skipped.append(trial.number)
+            if SKIPPED in trial.user_attrs:
+                log.info("trial %d %s: skipped, %s", trial.number, trial.params.get(STRATEGY, "?"),
+                         trial.user_attrs[SKIPPED])
+            if len(skipped) >= MAX_SKIPPED:
+                study.stop()  # nothing the sampler proposes fits what is left of the budget
+            return
+        skipped.clear()
         outcome = objective.pending.pop(trial.number, None)
         best = _best_trial(study)
         is_best = trial.state is TrialState.COMPLETE and best is not None and best.number == trial.number

@@ -76,9 +76,7 @@ def soup_model(setup, head: str, states: list[dict]):
     """A fresh model with `head` holding the average of `states` (loaded strictly), in eval
     mode on the CPU: the soup to evaluate or export (also a soup of refit models)."""
     model = fresh_model(setup, head)
-    layout = _Layout(model)
-    averaged = average_states([layout.distinct(state) for state in states])
-    model.load_state_dict(layout.complete(averaged), strict=True)
+    model.load_state_dict(average_states(states), strict=True)
     return model.eval()
 
 
@@ -105,13 +103,14 @@ def greedy_soup(setup, run_dir, first: int) -> Soup | None:
         return None
 
     model = fresh_model(setup, start["head"]).to(setup.fit.device)
-    mix = _RunningMean(_Layout(model), candidates.load_state(start["path"]))
+    mix = _RunningMean(candidates.load_state(start["path"]))
     base_score, predictions = _evaluate(setup, mix.load_into(model))
     members, score = [first], base_score
     for c in others:
         try:
-            state = mix.layout.distinct(candidates.load_state(c["path"]))
-        except (OSError, ValueError) as exc:  # a model of another shape cannot join
+            state = candidates.load_state(c["path"])
+            _check_same_keys(mix.sums, state, f"trial {c['trial']}'s state")
+        except (OSError, ValueError) as exc:  # unreadable, or a model of another shape: cannot join
             log.debug("soup: skipping trial %d: %s", c["trial"], exc)
             continue
         tried, tried_predictions = _evaluate(setup, mix.load_into(model, extra=state))
@@ -137,50 +136,10 @@ def _evaluate(setup, model) -> tuple[float, np.ndarray]:
     return setup.fit.metric(setup.val.targets, predicted), predicted
 
 
-class _Layout:
-    """A model's state keys, with the aliases that name one tensor twice (TransferModel
-    registers its layer stack under the encoder and again as `layers`), so that stored
-    states are summed once per tensor whether or not they carry the aliases."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model_state = model.state_dict()  # detached views of the model's own tensors
-        by_tensor: dict[int, str] = {}
-        self.aliases: dict[str, list[str]] = {}  # distinct key -> the other keys of its tensor
-        for key, value in model.state_dict(keep_vars=True).items():
-            owner = by_tensor.setdefault(id(value), key)
-            self.aliases.setdefault(owner, [])
-            if owner != key:
-                self.aliases[owner].append(key)
-
-    def distinct(self, state: dict) -> dict:
-        """`state` with one key per tensor (the model's first name for it); ValueError names
-        a key the model has and `state` lacks, or one of another shape or unknown."""
-        known = {k for key, others in self.aliases.items() for k in (key, *others)}
-        unknown = sorted(state.keys() - known)
-        if unknown:
-            raise ValueError(f"state has '{unknown[0]}', which the model lacks ({len(unknown)} unknown keys)")
-        out = {}
-        for key, others in self.aliases.items():
-            name = next((k for k in (key, *others) if k in state), None)
-            if name is None:
-                raise ValueError(f"state lacks '{key}', which the model has")
-            if state[name].shape != self.model_state[key].shape:
-                raise ValueError(f"'{key}' is {tuple(state[name].shape)} in the state but "
-                                 f"{tuple(self.model_state[key].shape)} in the model")
-            out[key] = state[name]
-        return out
-
-    def complete(self, state: dict) -> dict:
-        """A distinct state with every alias filled in, for a strict load_state_dict."""
-        return {**state, **{alias: state[key] for key, others in self.aliases.items() for alias in others}}
-
-
 class _RunningMean:
     """The float32 sum of the members' weights so far (non-float tensors: the first's)."""
 
-    def __init__(self, layout: _Layout, first: dict):
-        self.layout = layout
-        first = layout.distinct(first)
+    def __init__(self, first: dict):
         self.sums = {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v for k, v in first.items()}
         self.count = 1
 
@@ -194,9 +153,11 @@ class _RunningMean:
         """Write the mean (with `extra` as one more member) into `model`'s tensors in place,
         one tensor at a time (no second full copy of the weights)."""
         count = self.count + (extra is not None)
+        own = model.state_dict()  # views of the model's own tensors: copy_ writes the weights
+        _check_same_keys(own, self.sums, "the kept state")
         with torch.no_grad():
             for key, total in self.sums.items():
-                target = self.layout.model_state[key]
+                target = own[key]
                 if not total.is_floating_point():
                     target.copy_(total)
                 elif extra is None:

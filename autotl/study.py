@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .errors import UsageError
-from .objective import DUPLICATE_OF, POOLING, STRATEGY
+from .objective import DUPLICATE_OF, POOLING, SKIPPED, STRATEGY
 
 log = logging.getLogger("autotl")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -235,6 +235,12 @@ def requeued_waiting(study: optuna.Study) -> int:
     return sum(REQUEUED_FROM in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
+def did_not_run(trial) -> bool:
+    """A trial that ended before training: a configuration already run, or one that would
+    not have finished within the budget. It does not count toward n_trials."""
+    return DUPLICATE_OF in trial.user_attrs or SKIPPED in trial.user_attrs
+
+
 def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
     """Trials still to run for a budget of `n_trials` finished trials in the whole study.
     Trials cut short by a killed worker do not count: their configuration runs again."""
@@ -243,7 +249,7 @@ def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
     trials = study.get_trials(deepcopy=False)
     requeued = {t.user_attrs.get(REQUEUED_FROM) for t in trials} - {None}
     done = [t for t in trials if t.state in FINISHED and not t.user_attrs.get("interrupted")
-            and t.number not in requeued and DUPLICATE_OF not in t.user_attrs]
+            and t.number not in requeued and not did_not_run(t)]
     return max(0, n_trials - len(done))
 
 

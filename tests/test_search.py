@@ -52,22 +52,29 @@ def _search(csv, model, out, **kw):
 
 
 def test_search_writes_leaderboard_report_and_best_model(tiny_csv, tiny_test_csv, tiny_model_dir, tmp_path):
+    registry = autotl.plugins.Registry().strategies()
+    learned = [{"name": n, "params": {"strategy": n, "head.pooling": "mean", **registry[n].strategy.defaults}}
+               for n in ("linear_probe", "full_finetune", "freeze")]
+    portfolio = tmp_path / "portfolio.json"
+    portfolio.write_text(json.dumps({"evaluated_strategies": ["linear_probe", "full_finetune", "freeze", "baseline"],
+                                     "buckets": [{"max_rows": None, "order": learned}]}))
     result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=6, test=tiny_test_csv,
-                     strategies=["freeze", "full_finetune", "l2sp", "linear_probe"])
+                     strategies=["freeze", "full_finetune", "l2sp", "linear_probe", "baseline"], portfolio=portfolio)
     rows = result.leaderboard
     assert len(rows) == 6
-    # the literature portfolio runs first: one trial per strategy, each with its defaults,
-    # in rank order (the cheap probe, then the standard recipe, ...)
-    first = sorted((r for r in rows if r["trial"] < 4), key=lambda r: r["trial"])
-    assert [r["strategy"] for r in first] == ["linear_probe", "full_finetune", "freeze", "l2sp"]
-    registry = autotl.plugins.Registry().strategies()
+    # the learned portfolio runs first, the baseline recipe among its first three, then a
+    # strategy the user named that the portfolio does not hold (l2sp) with its defaults
+    first = sorted((r for r in rows if r["trial"] < 5), key=lambda r: r["trial"])
+    assert [r["strategy"] for r in first] == ["linear_probe", "full_finetune", "baseline", "freeze", "l2sp"]
     for r in first:
         assert r["params"] == registry[r["strategy"]].strategy.defaults
+    baseline = next(r for r in rows if r["strategy"] == "baseline")
+    assert baseline["head"] == "standard" and baseline["summary"].startswith("the hand recipe")
     complete = [r for r in rows if r["state"] == "complete"]
-    assert result.best_score == max(r["score"] for r in complete)
+    assert result.best_score in {r["score"] for r in complete}
     info = json.loads((result.best_model / "autotl.json").read_text())
-    assert info["trial"] == rows[0]["trial"] and info["params"] == result.best_params
-    assert info["scores"]["val"] == result.best_score
+    assert info["params"] == result.best_params and info["scores"]["val"] == result.best_score
+    assert info["trial"] in {r["trial"] for r in complete}
     assert info["data"]["label_names"] == ["negative", "positive"]
     assert set(info["versions"]) >= {"autotl", "torch", "transformers", "optuna"}
     assert set(info["scores"]["test"]["metrics"]) == {"accuracy", "f1_macro", "f1_weighted"}
@@ -75,12 +82,13 @@ def test_search_writes_leaderboard_report_and_best_model(tiny_csv, tiny_test_csv
     config = json.loads((result.best_model / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     table = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
-    assert list(table.columns) == ["trial", "state", "strategy", "head", "score", "best_epoch", "epochs",
+    assert list(table.columns) == ["trial", "state", "strategy", "head", "score", "se", "best_epoch", "epochs",
                                    "seconds", "trainable_params", "summary", "params", "error"]
     assert all(r["epochs"] >= 1 for r in rows if r["state"] in ("complete", "pruned"))
     assert len(json.loads((tmp_path / "run" / "leaderboard.json").read_text())) == 6
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"trial {info['trial']}" in report and "Test set" in report
+    assert "How the winner was chosen" in report and "Margin over the baseline recipe" in report
     # accuracy against cost, per strategy: seconds spent and per epoch from the leaderboard
     assert "Score against cost" in report
     probe = [r for r in rows if r["strategy"] == "linear_probe"]
@@ -92,8 +100,11 @@ def test_search_writes_leaderboard_report_and_best_model(tiny_csv, tiny_test_csv
 def test_a_small_budget_runs_the_first_of_the_portfolio_and_lists_only_what_ran(tiny_csv, tiny_model_dir,
                                                                                tmp_path):
     result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=2)  # every installed strategy
+    from autotl.portfolio import first_trials
+
+    expected = first_trials(autotl.plugins.Registry().strategies(), ("standard", "mean"), rows=60)
     assert [r["strategy"] for r in sorted(result.leaderboard, key=lambda r: r["trial"])] == \
-        ["linear_probe", "full_finetune"]
+        [t["strategy"] for t in expected[:2]]
 
 
 def test_rerunning_the_same_command_resumes_the_study(tiny_csv, tiny_model_dir, tmp_path):
@@ -323,7 +334,8 @@ def test_an_epoch_that_would_end_past_the_deadline_is_not_started(tiny_model):
 def test_a_refit_that_cannot_fit_the_timeout_is_skipped(tiny_csv, tiny_model_dir, tmp_path, monkeypatch, caplog):
     import logging
 
-    monkeypatch.setattr("autotl.runner._refit_seconds", lambda trial, setup: 1e9)
+    monkeypatch.setattr("autotl.runner.refit_seconds", lambda trial, setup: 1e9)
+    monkeypatch.setattr("autotl.final.refit_seconds", lambda trial, setup: 1e9)
     with caplog.at_level(logging.INFO, logger="autotl"):
         result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=2, timeout=3600,
                          strategies=["linear_probe"])

@@ -1,0 +1,94 @@
+"""The learned first-trial portfolio: the shipped file, buckets, the baseline, new plugins."""
+
+import json
+
+import pytest
+
+from autotl import portfolio
+from autotl.errors import UsageError
+from autotl.plugins import Registry
+
+
+def _entry(strategy, head="mean", **params):
+    p = {"strategy": strategy, **({"head.pooling": head} if head else {}),
+         **{f"{strategy}.{k}": v for k, v in params.items()}}
+    return {"name": strategy, "params": p}
+
+
+def _write(tmp_path, buckets, evaluated=("linear_probe", "full_finetune", "freeze", "baseline")):
+    path = tmp_path / "portfolio.json"
+    path.write_text(json.dumps({"evaluated_strategies": list(evaluated), "buckets": buckets}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def installed():
+    return Registry().strategies()
+
+
+def test_the_shipped_portfolio_is_valid_for_the_installed_strategies(installed):
+    content = portfolio.load()
+    assert content["buckets"], "the shipped portfolio has no bucket"
+    for bucket in content["buckets"]:
+        assert bucket["order"], bucket
+        for entry in bucket["order"]:
+            params = entry["params"]
+            reg = installed[params["strategy"]]
+            own = {k: v for k, v in params.items() if k.startswith(params["strategy"] + ".")}
+            # every shipped configuration lies inside its strategy's own search space
+            import optuna
+
+            study = optuna.create_study()
+            study.enqueue_trial(own)
+            assert reg.strategy.search_space(study.ask()) == own, entry["name"]
+    trials = portfolio.first_trials(installed, ("standard", "mean"), rows=1000)
+    assert {"strategy": "baseline"} in trials[:portfolio.BASELINE_WITHIN]
+
+
+def test_the_bucket_follows_the_number_of_labelled_rows(tmp_path, installed):
+    path = _write(tmp_path, [
+        {"max_rows": 500, "order": [_entry("linear_probe", lr=0.01, epochs=25, batch_size=32, weight_decay=0.0)]},
+        {"max_rows": None, "order": [_entry("full_finetune", lr=5e-5, epochs=3, batch_size=32, weight_decay=0.01)]},
+    ])
+    small = portfolio.first_trials(installed, ("standard", "mean"), rows=300, path=path)
+    large = portfolio.first_trials(installed, ("standard", "mean"), rows=5000, path=path)
+    assert small[0]["strategy"] == "linear_probe" and large[0]["strategy"] == "full_finetune"
+
+
+def test_baseline_is_among_the_first_trials_even_when_the_evidence_ranks_it_low(tmp_path, installed):
+    order = [_entry("linear_probe"), _entry("full_finetune"), _entry("freeze"), _entry("lp_ft"),
+             _entry("baseline", head=None)]
+    path = _write(tmp_path, [{"max_rows": None, "order": order}])
+    trials = portfolio.first_trials(installed, ("standard", "mean"), rows=100, path=path)
+    assert [t["strategy"] for t in trials[:4]] == ["linear_probe", "full_finetune", "baseline", "freeze"]
+    assert sum(t["strategy"] == "baseline" for t in trials) == 1
+
+
+def test_standard_head_only_drops_mean_configurations_but_keeps_the_baseline(tmp_path, installed):
+    path = _write(tmp_path, [{"max_rows": None, "order": [
+        _entry("linear_probe"), _entry("full_finetune", head="standard"), _entry("baseline", head=None)]}])
+    trials = portfolio.first_trials(installed, ("standard",), rows=100, path=path)
+    assert [t["strategy"] for t in trials[:2]] == ["full_finetune", "baseline"]
+    assert all(t.get("head.pooling", "standard") == "standard" for t in trials)
+
+
+def test_a_strategy_without_evidence_gets_its_default_trial_after_the_learned_ones(tmp_path, installed):
+    path = _write(tmp_path, [{"max_rows": None, "order": [_entry("linear_probe"), _entry("baseline", head=None)]}],
+                  evaluated=("linear_probe", "baseline", "full_finetune"))
+    picked = {n: installed[n] for n in ("linear_probe", "baseline", "full_finetune", "bitfit")}
+    trials = portfolio.first_trials(picked, ("standard", "mean"), rows=100, path=path)
+    # bitfit was never evaluated: its default runs; full_finetune was, and lost: the sampler may try it
+    assert [t["strategy"] for t in trials] == ["linear_probe", "baseline", "bitfit"]
+    assert trials[-1] == {"strategy": "bitfit", "head.pooling": "mean", **installed["bitfit"].strategy.defaults}
+    named = portfolio.first_trials(picked, ("standard", "mean"), rows=100, path=path, each_strategy=True)
+    assert [t["strategy"] for t in named] == ["linear_probe", "baseline", "full_finetune", "bitfit"]
+
+
+@pytest.mark.parametrize("content, fragment", [(None, "not found"), ("{not json", "not readable JSON"),
+                                               ('{"buckets": []}', "no 'buckets' list")])
+def test_a_bad_portfolio_file_is_one_clear_error(tmp_path, content, fragment):
+    path = tmp_path / "p.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UsageError, match=fragment):
+        portfolio.load(path)

@@ -1,0 +1,90 @@
+"""Standard errors, paired differences and the one-standard-error rule, without training."""
+
+import math
+
+import numpy as np
+import pytest
+
+from autotl.metrics import METRICS
+from autotl.select import Evidence, choose, finalists, paired_difference, standard_error
+
+ACC = METRICS["accuracy"]
+
+
+def _predictions(targets, wrong):
+    """`targets` with the rows in `wrong` flipped (binary)."""
+    out = np.array(targets).copy()
+    out[list(wrong)] = 1 - out[list(wrong)]
+    return out
+
+
+def test_accuracy_standard_error_is_the_binomial_one():
+    targets = np.array([0, 1] * 100)  # 200 rows
+    predicted = _predictions(targets, range(30))  # 170 right: p = 0.85
+    assert standard_error(ACC, targets, predicted) == pytest.approx(math.sqrt(0.85 * 0.15 / 200), rel=1e-12)
+
+
+def test_bootstrap_standard_error_of_f1_is_near_the_binomial_scale():
+    # macro-F1 on a balanced binary task tracks accuracy: its bootstrap SE must be close to
+    # the binomial SE of accuracy (not 0, not 10x off).
+    targets = np.array([0, 1] * 200)
+    predicted = _predictions(targets, range(0, 400, 5))  # 80% right
+    binomial = math.sqrt(0.8 * 0.2 / 400)
+    assert standard_error(METRICS["f1_macro"], targets, predicted) == pytest.approx(binomial, rel=0.25)
+
+
+def test_paired_difference_of_accuracy_uses_per_row_differences():
+    targets = np.zeros(100, dtype=int)
+    first = _predictions(targets, range(10))  # 90 right
+    second = _predictions(targets, range(5, 25))  # 80 right; rows 5-9 wrong for both
+    d = paired_difference(ACC, targets, first, second)
+    per_row = (first == targets).astype(float) - (second == targets).astype(float)
+    assert d.score == pytest.approx(0.10)
+    assert d.se == pytest.approx(per_row.std(ddof=1) / 10)
+    # Rows both get right or wrong do not add noise: the paired SE is below the unpaired one.
+    unpaired = math.sqrt(standard_error(ACC, targets, first) ** 2 + standard_error(ACC, targets, second) ** 2)
+    assert d.se < unpaired
+
+
+def test_one_standard_error_rule_takes_the_cheaper_of_two_tied_configurations():
+    targets = np.array([0, 1] * 50)
+    costly = Evidence(1, "costly", cost=100.0, predictions={0: _predictions(targets, range(10))})  # 0.90
+    cheap = Evidence(2, "cheap", cost=5.0, predictions={0: _predictions(targets, range(8, 19))})  # 0.89
+    choice = choose(ACC, [costly, cheap], {0: targets})
+    assert choice.best.key == 1 and choice.chosen.key == 2
+    assert set(choice.tied) == {1, 2}
+    assert "one-standard-error rule" in choice.reason
+
+
+def test_a_clear_winner_is_kept_even_when_costlier():
+    targets = np.array([0, 1] * 200)
+    costly = Evidence(1, "costly", cost=100.0, predictions={0: _predictions(targets, range(20))})  # 0.95
+    cheap = Evidence(2, "cheap", cost=5.0, predictions={0: _predictions(targets, range(20, 100))})  # 0.80
+    choice = choose(ACC, [costly, cheap], {0: targets})
+    assert choice.chosen.key == 1 and choice.tied == (1,)
+
+
+def test_more_evidence_breaks_a_tie():
+    # On the first 100 rows the two tie; re-scored on a second fold, the costly one is
+    # clearly better, so the pooled, paired comparison keeps it.
+    t0, t1 = np.array([0, 1] * 50), np.array([0, 1] * 200)
+    costly = Evidence(1, "costly", 100.0, {0: _predictions(t0, range(10)), 1: _predictions(t1, range(20))})
+    cheap = Evidence(2, "cheap", 5.0, {0: _predictions(t0, range(8, 19)), 1: _predictions(t1, range(20, 90))})
+    assert choose(ACC, [costly, cheap], {0: t0}).chosen.key == 2
+    assert choose(ACC, [costly, cheap], {0: t0, 1: t1}).chosen.key == 1
+
+
+def test_a_minimized_metric_prefers_the_lower_score():
+    mse = METRICS["mse"]
+    targets = np.linspace(0, 1, 200)
+    good = Evidence(1, "good", 10.0, {0: targets + 0.01})
+    bad = Evidence(2, "bad", 1.0, {0: targets + np.where(np.arange(200) % 2, 0.5, -0.5)})
+    assert choose(mse, [good, bad], {0: targets}).chosen.key == 1
+
+
+def test_finalists_are_the_best_and_those_within_two_standard_errors():
+    targets = np.array([0, 1] * 100)
+    ev = [Evidence(1, "a", 1.0, {0: _predictions(targets, range(20))}),  # 0.90
+          Evidence(2, "b", 1.0, {0: _predictions(targets, range(15, 40))}),  # 0.875: close
+          Evidence(3, "c", 1.0, {0: _predictions(targets, range(100, 200))})]  # 0.50: far
+    assert [e.key for e in finalists(ACC, ev, {0: targets})] == [1, 2]
