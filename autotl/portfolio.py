@@ -75,9 +75,18 @@ def first_trials(strategies: dict, poolings: tuple[str, ...], rows: int, path=No
         trials = [t for t in trials if t[STRATEGY] != BASELINE]
         trials.insert(min(BASELINE_WITHIN - 1, len(trials)), {STRATEGY: BASELINE})
     evaluated = set(content.get("evaluated_strategies", ()))
-    head = DEFAULT_HEAD if DEFAULT_HEAD in poolings else poolings[0]
-    for name, reg in strategies.items():
+    for params in default_trials(strategies, poolings):
+        name = params[STRATEGY]
         if (each_strategy or name not in evaluated) and not any(t[STRATEGY] == name for t in trials):
-            fixed = getattr(reg.strategy, "head", None)
-            trials.append({STRATEGY: name, **({} if fixed else {POOLING: head}), **reg.strategy.defaults})
+            trials.append(params)
     return trials
+
+
+def default_trials(strategies: dict, poolings: tuple[str, ...]) -> list[dict]:
+    """One trial per strategy with its literature defaults (mean head where allowed), by name."""
+    head = DEFAULT_HEAD if DEFAULT_HEAD in poolings else poolings[0]
+    out = []
+    for name, reg in sorted(strategies.items()):
+        fixed = getattr(reg.strategy, "head", None)
+        out.append({STRATEGY: name, **({} if fixed else {POOLING: head}), **reg.strategy.defaults})
+    return out

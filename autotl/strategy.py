@@ -3,7 +3,8 @@
 A strategy is a small object: a ``name``, a ``search_space(trial)`` made only of
 ``trial.suggest_*`` calls with keys namespaced ``"<name>.<param>"``, a ``prepare(model,
 params) -> Plan`` that never reads the trial (so a winner is rebuilt from its params alone),
-and ``defaults`` — the literature's recipe, enqueued as the first trial of its family.
+and ``defaults`` — the literature's recipe, the strategy's first trial when the learned
+portfolio (`portfolio.py`) has no evidence about it.
 Strategies never see the training loop; they describe what to train and the loop does it.
 """
 
@@ -89,9 +90,9 @@ class Strategy(Protocol):
 
     name: str  # unique, identifier-like; prefix of every parameter key
     description: str  # one line for `autotl strategies` and the report
-    defaults: Mapping[str, Any]  # the literature's recipe as namespaced params; enqueued first
-    # optional `rank: int`: place of the default trial in the first-trial portfolio (lower
-    # runs earlier; 50 when absent), so small budgets try the likely winners first
+    defaults: Mapping[str, Any]  # the literature's recipe as namespaced params (see portfolio.py)
+    # optional `head: str`: the head this strategy always uses ("standard" or "mean"); the
+    # search then does not choose one for it (the baseline recipe fixes "standard")
 
     def search_space(self, trial) -> dict[str, Any]:
         """Suggest this strategy's parameters; keys are ``f"{name}.{param}"``."""

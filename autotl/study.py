@@ -16,7 +16,6 @@ from .objective import DUPLICATE_OF, POOLING, SKIPPED, STRATEGY
 
 log = logging.getLogger("autotl")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-DEFAULT_POOLING = "mean"  # first-trial head: measured best on sentence-embedding backbones
 
 
 # A worker's running trial says it is alive this often (database storages); silent for the
@@ -251,14 +250,3 @@ def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
     done = [t for t in trials if t.state in FINISHED and not t.user_attrs.get("interrupted")
             and t.number not in requeued and not did_not_run(t)]
     return max(0, n_trials - len(done))
-
-
-DEFAULT_RANK = 50  # portfolio place of a strategy that does not say
-
-
-def portfolio(strategies: dict, poolings: tuple[str, ...]) -> list[dict]:
-    """One literature-default trial per strategy, so a small budget compares many families;
-    ordered by each strategy's `rank` (cheap and usually strong first), then by name."""
-    pooling = DEFAULT_POOLING if DEFAULT_POOLING in poolings else poolings[0]
-    order = sorted(strategies.items(), key=lambda item: (getattr(item[1].strategy, "rank", DEFAULT_RANK), item[0]))
-    return [{STRATEGY: name, POOLING: pooling, **reg.strategy.defaults} for name, reg in order]

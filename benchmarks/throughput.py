@@ -86,7 +86,7 @@ def main() -> None:
     from autotl.objective import run_params
     from autotl.plugins import Registry
     from autotl.strategy import ParamGroup, Plan, Stage
-    from autotl.study import portfolio
+    from autotl.portfolio import default_trials
     from autotl.train import fit
 
     frame = sample_rows(args.dataset, args.rows)
@@ -172,7 +172,7 @@ def main() -> None:
     # 3. Per strategy: the default trial, 1 epoch, cold caches.
     rows = []
     one_epoch = replace(setup, fit=replace(setup.fit, max_epochs=1))
-    for params in portfolio(selected, ("standard", "mean")):
+    for params in default_trials(selected, ("standard", "mean")):
         ACTIVATIONS.clear()
         FEATURES._store.clear()
         start = time.monotonic()

@@ -36,7 +36,7 @@ def main() -> None:
     from autotl.metrics import METRICS, get_metric
     from autotl.objective import run_params
     from autotl.plugins import Registry
-    from autotl.study import portfolio
+    from autotl.portfolio import default_trials
     from autotl.train import infer, predictions
 
     registry = Registry()
@@ -52,7 +52,7 @@ def main() -> None:
         setup = trial_setup(target, backbone, tokenizer, selected, ("standard", "mean"),
                             get_metric("accuracy", "classification"))
         test = encode(tokenizer, target.test.texts, target.test.targets, 128, key=f"{target.fingerprint}:test")
-        for params in portfolio(selected, ("standard", "mean")):
+        for params in default_trials(selected, ("standard", "mean")):
             start = time.monotonic()
             outcome = run_params(setup, params)
             seconds = time.monotonic() - start

@@ -33,7 +33,6 @@ def _defaults(name: str, lr: float, **extra) -> dict:
 @dataclass
 class FullFinetune:
     name: str = "full_finetune"
-    rank: int = 10  # place of its default trial in the first-trial portfolio
     description: str = "every weight trains (Devlin et al. 2019 recipe: AdamW, lr 2e-5..5e-5, 3 epochs)"
     # Up to 10 epochs: a few hundred rows need many passes (measured: benchmarks/portfolio.py).
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(1e-5, 1.5e-4), epochs=(2, 10)))
@@ -49,7 +48,6 @@ class FullFinetune:
 @dataclass
 class Freeze:
     name: str = "freeze"
-    rank: int = 40  # place of its default trial in the first-trial portfolio
     description: str = "embeddings and the bottom k layers frozen, the rest fine-tuned; k searched"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(2e-5, 5e-4)))
     defaults: dict = field(default_factory=lambda: _defaults("freeze", 1e-4, frozen_frac=0.67))
@@ -72,7 +70,6 @@ BLOCKS = ("bottom", "middle", "top")
 @dataclass
 class Surgical:
     name: str = "surgical"
-    rank: int = 85  # place of its default trial in the first-trial portfolio
     description: str = "only one block of layers (bottom, middle or top third) and the head train (Lee et al. 2022)"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(2e-5, 5e-4)))
     defaults: dict = field(default_factory=lambda: _defaults("surgical", 1e-4, block="top"))
@@ -94,7 +91,6 @@ class Surgical:
 @dataclass
 class BitFit:
     name: str = "bitfit"
-    rank: int = 80  # place of its default trial in the first-trial portfolio
     description: str = "only the bias terms of the encoder (and the head) train (Ben Zaken et al. 2022)"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(1e-4, 5e-3), epochs=(3, 8)))
     defaults: dict = field(default_factory=lambda: {**_defaults("bitfit", 1e-3), "bitfit.epochs": 5})
@@ -126,7 +122,6 @@ def reinitialize(module, std: float) -> None:
 @dataclass
 class ReinitTop:
     name: str = "reinit_top"
-    rank: int = 75  # place of its default trial in the first-trial portfolio
     description: str = "re-initialize the top k layers (and pooler), then fine-tune all (Zhang et al. 2021)"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(1e-5, 1.5e-4), epochs=(3, 5)))
     defaults: dict = field(default_factory=lambda: _defaults("reinit_top", 5e-5, layers=1))

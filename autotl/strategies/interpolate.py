@@ -47,7 +47,6 @@ class Interpolate:
 @dataclass
 class WiseFT:
     name: str = "wise_ft"
-    rank: int = 60  # place of its default trial in the first-trial portfolio
     description: str = "fine-tune, then interpolate with the pretrained weights; mix chosen on validation (Wortsman et al. 2022)"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(1e-5, 1.5e-4)))
     defaults: dict = field(default_factory=lambda: {

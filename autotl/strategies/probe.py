@@ -18,7 +18,6 @@ from ..strategy import (ParamGroup, Plan, Stage, TrainingSpace, key, one_stage, 
 @dataclass
 class LinearProbe:
     name: str = "linear_probe"
-    rank: int = 0  # place of its default trial in the first-trial portfolio
     description: str = "encoder frozen, only the head trains (features computed once per search)"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(
         lr=(1e-3, 5e-2), epochs=(10, 40), batch_sizes=(32, 64), weight_decay=(0.0, 0.01)))
@@ -38,7 +37,6 @@ class LinearProbe:
 @dataclass
 class LPFT:
     name: str = "lp_ft"
-    rank: int = 20  # place of its default trial in the first-trial portfolio
     description: str = "linear probe first, then fine-tune everything from that head (Kumar et al. 2022)"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(1e-5, 1e-4), epochs=(2, 4)))
     defaults: dict = field(default_factory=lambda: {

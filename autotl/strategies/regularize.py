@@ -102,7 +102,6 @@ _SPACE = TrainingSpace(lr=(1e-5, 1.5e-4), weight_decay=None)  # the penalty is t
 @dataclass
 class L2SP:
     name: str = "l2sp"
-    rank: int = 50  # place of its default trial in the first-trial portfolio
     description: str = "full fine-tune with an L2-SP pull toward the pretrained weights; strength searched"
     space: TrainingSpace = field(default_factory=lambda: _SPACE)
     defaults: dict = field(default_factory=lambda: _defaults("l2sp", alpha=0.01, beta=1e-4))
@@ -127,7 +126,6 @@ class Norm:
 
     power: int = 2
     name: str = "l2"
-    rank: int = 95  # place of its default trial in the first-trial portfolio
     description: str = "full fine-tune + lambda * sum(w^2): pulls weights toward zero"
     strength: tuple[float, float] = (1e-7, 1e-4)  # sum(w^2) of a 22M-weight MiniLM is ~3e4
     default_strength: float = 1e-6
@@ -150,7 +148,6 @@ class Norm:
 @dataclass
 class BSS:
     name: str = "bss"
-    rank: int = 90  # place of its default trial in the first-trial portfolio
     description: str = "full fine-tune + batch spectral shrinkage of the smallest feature singular values (Chen et al. 2019)"
     space: TrainingSpace = field(default_factory=lambda: _SPACE)
     defaults: dict = field(default_factory=lambda: _defaults("bss", eta=1e-3, k=1))
@@ -171,7 +168,6 @@ class BSS:
 @dataclass
 class Delta:
     name: str = "delta"
-    rank: int = 92  # place of its default trial in the first-trial portfolio
     description: str = "full fine-tune + pull of the head's input features toward the pretrained encoder's (Li et al. 2019)"
     space: TrainingSpace = field(default_factory=lambda: _SPACE)
     defaults: dict = field(default_factory=lambda: _defaults("delta", alpha=0.01))
@@ -191,6 +187,6 @@ def autotl_strategies():
     return [
         L2SP(), BSS(), Delta(),
         Norm(power=1, name="l1", description="full fine-tune + lambda * sum|w|: pulls weights toward zero, sparsely",
-             strength=(1e-8, 1e-5), default_strength=1e-7, rank=97),
+             strength=(1e-8, 1e-5), default_strength=1e-7),
         Norm(power=2, name="l2"),
     ]

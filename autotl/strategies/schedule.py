@@ -32,7 +32,6 @@ def layer_rates(model, lr: float, decay: float) -> list[tuple[list, float]]:
 @dataclass
 class LLRD:
     name: str = "llrd"
-    rank: int = 30  # place of its default trial in the first-trial portfolio
     description: str = "layer-wise lr decay: lower layers learn slower (ULMFiT, ELECTRA)"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(2e-5, 3e-4), epochs=(2, 6)))
     defaults: dict = field(default_factory=lambda: {
@@ -53,7 +52,6 @@ class LLRD:
 @dataclass
 class GradualUnfreeze:
     name: str = "gradual_unfreeze"
-    rank: int = 70  # place of its default trial in the first-trial portfolio
     description: str = "ULMFiT: head and top layer train first, one more layer each epoch"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(2e-5, 3e-4), epochs=(3, 6)))
     defaults: dict = field(default_factory=lambda: {

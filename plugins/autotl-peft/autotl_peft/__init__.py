@@ -31,7 +31,6 @@ def _adapters(model, marker: str) -> list:
 @dataclass
 class Lora:
     name: str = "lora"
-    rank: int = 65  # place of its default trial in the first-trial portfolio
     description: str = "low-rank adapters (Hu et al. 2022) + head; merged into the weights before export"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(1e-4, 3e-3), epochs=(2, 5),
                                                                        weight_decay=None))
@@ -65,7 +64,6 @@ IA3_TARGETS = ("default", "keys_values")  # default: keys, values and the feed-f
 @dataclass
 class IA3:
     name: str = "ia3"
-    rank: int = 96  # place of its default trial in the first-trial portfolio
     description: str = "IA3 rescaling vectors (Liu et al. 2022) + head; merged into the weights before export"
     space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(1e-3, 3e-2), epochs=(2, 6),
                                                                        weight_decay=None))
