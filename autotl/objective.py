@@ -21,6 +21,8 @@ POOLING = "head.pooling"  # the head, searched with the strategy
 VAL_PREDICTIONS = "val_predictions"  # user attr: the kept model's predictions on the validation rows
 DUPLICATE_OF = "duplicate_of"  # user attr: the earlier trial that already ran this configuration
 SKIPPED = "skipped"  # user attr: why the trial did not run (it would not finish within the budget)
+RELATIVE_COST = "relative_cost"  # user attr of a portfolio trial: its time over the baseline recipe's
+REFIT_SCALE = 1.25  # a refit trains on train + validation rows: 1 / (1 - the default 0.2 validation share)
 
 
 @dataclass(frozen=True)
@@ -126,29 +128,36 @@ def _same_configuration(trial) -> int | None:
     return None
 
 
-def _estimated_seconds(study, name: str, params: dict) -> float | None:
+def _estimated_seconds(trial, name: str, params: dict) -> float | None:
     """Seconds the configuration would take: the median seconds per epoch of the finished
-    trials of the same strategy, times its epochs (all stages); None before any finished."""
+    trials of the same strategy, times its epochs (all stages); before any, a portfolio
+    trial's relative cost times what one unit cost the finished portfolio trials; else None."""
     import statistics
 
     from optuna.trial import TrialState
 
-    per_epoch = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+    per_epoch, unit = [], []
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         seconds = t.user_attrs.get("seconds") or (t.duration.total_seconds() if t.duration else None)
-        if t.params.get(STRATEGY) == name and seconds and t.intermediate_values:
+        if not seconds or not t.intermediate_values:
+            continue
+        if t.params.get(STRATEGY) == name:
             per_epoch.append(seconds / len(t.intermediate_values))
-    if not per_epoch:
-        return None
-    epochs = sum(int(v) for k, v in params.items() if k.endswith("epochs") and isinstance(v, (int, float)))
-    return statistics.median(per_epoch) * max(1, epochs)
+        if t.user_attrs.get(RELATIVE_COST) and t.state is TrialState.COMPLETE:
+            unit.append(seconds / t.user_attrs[RELATIVE_COST])
+    if per_epoch:
+        epochs = sum(int(v) for k, v in params.items() if k.endswith("epochs") and isinstance(v, (int, float)))
+        return statistics.median(per_epoch) * max(1, epochs)
+    cost = trial.user_attrs.get(RELATIVE_COST)
+    return cost * statistics.median(unit) if cost and unit else None
 
 
 class Objective:
     """Optuna objective: strategy first, head next, then that strategy's own space."""
 
-    def __init__(self, setup: TrialSetup, on_complete=None):
+    def __init__(self, setup: TrialSetup, on_complete=None, refit: bool = False):
         self.setup = setup
+        self.refit = refit  # the winner is retrained afterwards: a trial must leave time for that
         # on_complete(trial, outcome): runs while the trial is still running (it may still
         # write to it, e.g. upload the model as its artifact), before the score is reported.
         self.on_complete = on_complete
@@ -195,7 +204,11 @@ class Objective:
             trial.set_user_attr(DUPLICATE_OF, earlier)
             raise optuna.TrialPruned(f"same configuration as trial {earlier}")
         left = setup.fit.deadline.remaining() if setup.fit.deadline is not None else None
-        needed = _estimated_seconds(trial.study, name, params) if left is not None else None
+        needed = _estimated_seconds(trial, name, params) if left is not None else None
+        if needed is not None and self.refit:
+            # Should it win, its refit (on a quarter more rows) must fit too, beyond the
+            # refit of the current best that the budget already keeps back.
+            needed += max(0.0, needed * REFIT_SCALE - setup.fit.deadline.reserve)
         if needed is not None and needed > left:  # better a cheaper configuration than a cut one
             trial.set_user_attr(SKIPPED, f"needs about {needed:.0f} s, {max(0.0, left):.0f} s left")
             raise optuna.TrialPruned(f"skipped: needs about {needed:.0f} s")

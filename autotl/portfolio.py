@@ -82,6 +82,24 @@ def first_trials(strategies: dict, poolings: tuple[str, ...], rows: int, path=No
     return trials
 
 
+def relative_costs(rows: int, path=None) -> dict[str, float]:
+    """Params key -> the configuration's training time relative to the baseline recipe's
+    (the median over the evidence), for the bucket serving `rows`; `cost_key` makes the key."""
+    content = load(path)
+    out = {}
+    for entry in bucket_for(content, rows).get("order", []):
+        if isinstance(entry.get("relative_cost"), (int, float)):
+            params = dict(entry["params"])
+            if params.get(STRATEGY) == BASELINE:
+                params.pop(POOLING, None)
+            out[cost_key(params)] = float(entry["relative_cost"])
+    return out
+
+
+def cost_key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
 def default_trials(strategies: dict, poolings: tuple[str, ...]) -> list[dict]:
     """One trial per strategy with its literature defaults (mean head where allowed), by name."""
     head = DEFAULT_HEAD if DEFAULT_HEAD in poolings else poolings[0]

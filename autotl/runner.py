@@ -29,7 +29,7 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
     then the choice, the final model, its test score, the leaderboard and the report."""
     from .api import SearchResult
     from .artifacts import open_artifacts
-    from .portfolio import first_trials
+    from .portfolio import first_trials, relative_costs
     from .runspec import RunSpec
 
     spec = spec or RunSpec(data="")
@@ -39,7 +39,8 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
         storage=studies.open_storage(storage, run_dir), study_name=study_name, record=record,
         maximize=setup.fit.metric.maximize, seed=seed,
         portfolio=first_trials(setup.strategies, setup.poolings, rows, spec.portfolio,
-                               each_strategy=spec.strategies is not None), pruner=pruner)
+                               each_strategy=spec.strategies is not None), pruner=pruner,
+        costs=relative_costs(rows, spec.portfolio))
     if spec.data:
         studies.save_spec(study, spec)
     if studies.VAL_TARGETS not in study.user_attrs:  # what every trial's validation predictions are scored against
@@ -164,7 +165,7 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
             upload_model(trial, outcome.model, tokenizer, info_for(info_base, trial, outcome.summary, outcome),
                          max_length=max_length, store=store)
 
-    objective = Objective(setup, on_complete=keep_and_upload)
+    objective = Objective(setup, on_complete=keep_and_upload, refit=refit)
 
     skipped = []  # consecutive trials skipped for lack of time
 

@@ -163,8 +163,14 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def create_or_resume(*, storage, study_name: str, record: dict, maximize: bool, seed: int,
-                     portfolio: list[dict], pruner: str = DEFAULT_PRUNER) -> optuna.Study:
-    """Create the study (recording its settings, enqueueing the portfolio) or resume it."""
+                     portfolio: list[dict], pruner: str = DEFAULT_PRUNER,
+                     costs: dict[str, float] | None = None) -> optuna.Study:
+    """Create the study (recording its settings, enqueueing the portfolio) or resume it.
+    `costs` (portfolio.relative_costs) go with the enqueued trials, so a trial's time can
+    be estimated before it runs."""
+    from .objective import RELATIVE_COST
+    from .portfolio import cost_key
+
     with warnings.catch_warnings():  # `group` is "experimental" but is what conditional spaces need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
@@ -177,7 +183,9 @@ def create_or_resume(*, storage, study_name: str, record: dict, maximize: bool, 
     if recorded is None:
         study.set_user_attr("autotl", record)
         for params in portfolio:
-            study.enqueue_trial(params, skip_if_exists=True)
+            cost = (costs or {}).get(cost_key(params))
+            study.enqueue_trial(params, user_attrs={RELATIVE_COST: cost} if cost is not None else None,
+                                skip_if_exists=True)
         return study
     _check_same(recorded, record, study_name)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
