@@ -101,10 +101,10 @@ def cost_key(params: dict) -> str:
 
 
 def default_trials(strategies: dict, poolings: tuple[str, ...]) -> list[dict]:
-    """One trial per strategy with its literature defaults (mean head where allowed), by name."""
+    """One trial per strategy with its literature defaults (mean head where allowed), in order."""
     head = DEFAULT_HEAD if DEFAULT_HEAD in poolings else poolings[0]
     out = []
-    for name, reg in sorted(strategies.items()):
+    for name, reg in strategies.items():
         fixed = getattr(reg.strategy, "head", None)
         out.append({STRATEGY: name, **({} if fixed else {POOLING: head}), **reg.strategy.defaults})
     return out

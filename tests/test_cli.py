@@ -261,10 +261,11 @@ def test_search_exit_code_and_printout(searched):
     assert code == 0, out + err
     assert "Traceback" not in err
     lines = out.splitlines()
-    assert any(re.match(r"^\s+#\s+state\s+strategy\s+head\s+accuracy\s+epoch\s+sec\s+trainable\s+notes$", line)
+    assert any(re.match(r"^\s+#\s+state\s+strategy\s+head\s+accuracy\s+± se\s+epoch\s+sec\s+trainable\s+notes$", line)
                for line in lines), out
     best = [line for line in lines if line.startswith("best: ")]
     assert len(best) == 1, out
+    assert sum(line.startswith("chosen: ") for line in lines) == 1, out
     assert re.match(rf"^best: trial \d \w+/\w+ accuracy=\d\.\d{{4}} -> {re.escape(str(run / 'best'))}$",
                     best[0]), best[0]
     test_line = [line for line in lines if line.startswith("test: ")]
