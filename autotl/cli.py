@@ -12,7 +12,7 @@ import os
 import re
 import sys
 
-from .errors import AutotlError
+from .errors import AutotlError, UsageError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -24,6 +24,12 @@ def duration(text: str) -> float:
     if not match or float(match.group(1)) <= 0:
         raise argparse.ArgumentTypeError(f"invalid duration '{text}': use e.g. 600, 90s, 30m or 2h")
     return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def _default(name: str):
+    from .config import RunConfig
+
+    return RunConfig.__dataclass_fields__[name].default
 
 
 def _names(text: str) -> list[str]:
@@ -39,63 +45,68 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the plugin NAME (an 'autotl' entry point); repeatable")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    # Defaults live in RunConfig alone: a flag not given is not passed (SUPPRESS), so the
+    # CLI and `autotl.search()` cannot drift apart; help texts read the same defaults.
     s = sub.add_parser("search", help="search strategies x hyperparameters; write the best model",
+                       argument_default=argparse.SUPPRESS,
                        description="Search transfer strategies and their hyperparameters with Optuna; "
                                    "print a leaderboard and write RUN_DIR/best (a Hugging Face model directory).")
     s.add_argument("data", help="CSV with a text column and a label column")
     s.add_argument("--text-col", help="text column (default: inferred)")
     s.add_argument("--label-col", help="label column (default: inferred)")
-    s.add_argument("--model", default=None, help="backbone: local HF model directory or hub id "
-                   "(default: the bundled all-MiniLM-L6-v2)")
+    s.add_argument("--model", help=f"backbone: local HF model directory or hub id (default: the bundled "
+                   f"{_default('model')})")
     s.add_argument("--strategies", type=_names, help="comma-separated strategy names (default: all; see `autotl strategies`)")
     s.add_argument("--n-trials", type=int, help="finished trials the study should have (default: 20 when no --timeout)")
     s.add_argument("--timeout", type=duration, help="wall-clock budget: 600, 90s, 30m, 2h")
     s.add_argument("--metric", help="validation metric: accuracy, f1_macro, f1_weighted (classification); "
                    "r2, pearson, mse, mae (regression)")
     split = s.add_mutually_exclusive_group()
-    split.add_argument("--val-frac", type=float, default=0.2, help="stratified validation fraction (default 0.2)")
+    split.add_argument("--val-frac", type=float, help=f"stratified validation fraction (default {_default('val_frac')})")
     split.add_argument("--val", metavar="V.csv", help="validation CSV instead of a split")
     s.add_argument("--test", metavar="T.csv", help="test CSV, scored once for the final model only")
     s.add_argument("--out", metavar="RUN_DIR", help="run directory (default autotl-runs/<csv name>); "
                    "re-running with the same one resumes")
     s.add_argument("--storage", metavar="URL", help="Optuna storage URL or journal file (default RUN_DIR/study.journal)")
-    s.add_argument("--study-name", default="autotl", help="study name in the storage (default autotl)")
-    s.add_argument("--seed", type=int, default=0, help="seed for the split, sampler and training (default 0)")
-    s.add_argument("--max-length", type=int, default=128, help="max tokens per text (default 128)")
+    s.add_argument("--study-name", help=f"study name in the storage (default {_default('study_name')})")
+    s.add_argument("--seed", type=int, help=f"seed for the split, sampler and training (default {_default('seed')})")
+    s.add_argument("--max-length", type=int, help=f"max tokens per text (default {_default('max_length')})")
     s.add_argument("--standard-head", action="store_true",
                    help="search only the standard classification head, loadable by transformers.pipeline")
     s.add_argument("--no-refit", action="store_true",
                    help="keep the winning trial's own model instead of retraining its configuration "
                         "on train + validation rows")
-    s.add_argument("--pruner", default="halving",
-                   help="stop weak trials early: halving (successive halving over epochs within each "
-                        "strategy's trials; default), median, none")
-    s.add_argument("--devices", "--device", dest="device", default="auto",
+    s.add_argument("--pruner", help="stop weak trials early: halving (successive halving over epochs within each "
+                   f"strategy's trials), median, none (default {_default('pruner')})")
+    s.add_argument("--devices", "--device", dest="device",
                    help="auto (every visible GPU, else the CPU), cpu, or GPUs cuda:0,1,...; one worker "
-                        "process per device when there are several")
-    s.add_argument("--trials-per-device", type=int, default=1, metavar="N",
-                   help="worker processes per device, when one trial cannot fill it (default 1)")
+                        f"process per device when there are several (default {_default('device')})")
+    s.add_argument("--trials-per-device", type=int, metavar="N",
+                   help=f"worker processes per device, when one trial cannot fill it (default "
+                        f"{_default('trials_per_device')})")
     s.add_argument("--artifacts", metavar="DIR",
                    help="artifact store for the best models (default RUN_DIR/artifacts; a shared "
                         "directory when workers run on other machines)")
     s.add_argument("--portfolio", metavar="FILE", help="first-trial portfolio (default: the one shipped with "
                    "autotl, learned from benchmark runs; see benchmarks/portfolio.py)")
-    s.add_argument("--rescore", type=int, default=2, metavar="N",
+    s.add_argument("--rescore", type=int, metavar="N",
                    help="at most N rounds of cross-validation folds re-score the finalists when validation "
-                        "cannot tell them apart (default 2; 0 chooses on the validation split alone)")
+                        f"cannot tell them apart (default {_default('rescore')}; 0 chooses on the validation "
+                        "split alone)")
     s.add_argument("--no-soup", action="store_true", help="do not try a greedy weight soup of the top fine-tunes")
-    s.add_argument("--ensemble", type=int, default=0, metavar="K",
+    s.add_argument("--ensemble", type=int, metavar="K",
                    help="also save an averaged-prediction ensemble of the top K configurations in "
                         "RUN_DIR/ensemble (served by `autotl predict RUN_DIR`)")
-    s.add_argument("--encoding", default="utf-8", help="CSV encoding (default utf-8)")
+    s.add_argument("--encoding", help=f"CSV encoding (default {_default('encoding')})")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     w = sub.add_parser("worker", help="join a study started by `autotl search` and run its trials",
                        description="Run trials of an existing study until its budget is spent. The study "
                                    "records the data, strategies and settings; this machine needs the same "
                                    "data (content hash checked) and plugins.")
-    w.add_argument("--storage", required=True, metavar="URL",
-                   help="the search's storage: postgresql://... or its journal file")
+    w.add_argument("--storage", metavar="URL",
+                   help="the search's storage: postgresql://... or its journal file (default: the "
+                        "AUTOTL_STORAGE environment variable, which keeps a password out of `ps`)")
     w.add_argument("--study-name", default="autotl", help="study name in the storage (default autotl)")
     w.add_argument("--data", metavar="DATA.csv", help="this machine's copy of the dataset (default: the "
                                                       "path recorded by the search)")
@@ -153,25 +164,50 @@ def main(argv: list[str] | None = None) -> int:
 
 def _search(args) -> int:
     from .api import search
-    from .backbone import DEFAULT_MODEL
+    from .report import format_table
 
-    result = search(args.data, text_col=args.text_col, label_col=args.label_col,
-                    model=args.model or DEFAULT_MODEL, strategies=args.strategies,
-                    n_trials=args.n_trials, timeout=args.timeout, metric=args.metric,
-                    val_frac=args.val_frac, val=args.val, test=args.test, out=args.out,
-                    storage=args.storage, study_name=args.study_name, seed=args.seed,
-                    max_length=args.max_length, standard_head=args.standard_head, refit=not args.no_refit,
-                    disable_plugins=tuple(args.disable_plugin), encoding=args.encoding,
-                    device=args.device, progress=not args.no_progress, pruner=args.pruner,
-                    trials_per_device=args.trials_per_device, artifacts=args.artifacts,
-                    portfolio=args.portfolio, rescore=args.rescore, soup=not args.no_soup, ensemble=args.ensemble)
+    settings = dict(vars(args))  # only the flags given (argparse.SUPPRESS): RunConfig has the defaults
+    for name in ("command", "verbose", "disable_plugin", "data"):
+        settings.pop(name, None)
+    for flag, setting in (("no_refit", "refit"), ("no_soup", "soup"), ("no_progress", "progress")):
+        if settings.pop(flag, False):
+            settings[setting] = False
+    if args.disable_plugin:
+        settings["disable_plugins"] = tuple(args.disable_plugin)
+    result = search(args.data, **settings)
+    print(format_table(result.leaderboard, result.metric))
+    if result.best_model is not None:
+        print(_summary(result))
     return 130 if result.interrupted else 0
+
+
+def _summary(result) -> str:
+    """The chosen model, why, its margin over the baseline recipe, its test score."""
+    row = next((r for r in result.leaderboard if r["trial"] == result.chosen), None)
+    soup = (result.final or {}).get("soup")
+    made = f"a soup of trials {', '.join(map(str, soup['members']))} from " if soup else ""
+    what = f"{row['strategy']}/{row['head']}" if row else "?"
+    lines = [f"\nbest: {made}trial {result.chosen} {what} {result.metric}={result.best_score:.4f} "
+             f"-> {result.best_model}"]
+    if result.decision:
+        lines.append(f"chosen: {result.decision['reason']}")
+        base = result.decision.get("baseline")
+        if base:
+            lines.append(f"margin over the baseline recipe (trial {base['trial']}): {base['margin']:+.4f} ± "
+                         f"{base['se']:.4f} ({result.metric}, paired on {base['rows']} validation rows)")
+    if result.test_scores:
+        lines.append("test: " + ", ".join(f"{k}={v:.4f}" for k, v in result.test_scores["metrics"].items()))
+    return "\n".join(lines)
 
 
 def _worker(args) -> int:
     from .api import work
+    from .workers import STORAGE_ENV
 
-    done = work(storage=args.storage, study_name=args.study_name, data=args.data, device=args.device,
+    storage = args.storage or os.environ.get(STORAGE_ENV)
+    if not storage:
+        raise UsageError(f"no storage given; pass --storage URL or set {STORAGE_ENV}")
+    done = work(storage=storage, study_name=args.study_name, data=args.data, device=args.device,
                 artifacts=args.artifacts, out=args.out, threads=args.threads, progress=args.progress)
     logging.getLogger("autotl").info("worker done: %d trial(s) finished here", done)
     return 0

@@ -60,7 +60,9 @@ class TargetData:
     val: Split
     test: Split | None  # scored once, for the final model; never seen by the search
     source: str  # path of the CSV, or "<DataFrame>"
-    fingerprint: str  # sha256 over train+val (+test) texts and targets: identifies the dataset
+    # sha256 over the train and validation rows (texts and targets): what trials learn from
+    # and are scored on, so a worker (which never reads the test set) computes the same
+    fingerprint: str
     dropped_rows: int = 0  # rows dropped for missing text or label (all files together)
 
     @property
@@ -114,18 +116,19 @@ def load_data(data, *, text_col=None, label_col=None, val=None, val_frac=0.2, te
                  train, val_split, test_split)
     return TargetData(task=task, text_col=tcol, label_col=lcol, label_names=label_names,
                       train=train, val=val_split, test=test_split, source=name,
-                      fingerprint=_fingerprint(task, label_names, train, val_split, test_split),
+                      fingerprint=_fingerprint(task, label_names, train, val_split),
                       dropped_rows=dropped)
 
 
-def read_texts(data, text_col: str | None = None, encoding: str = "utf-8") -> tuple[str, list[str]]:
+def read_texts(data, text_col: str | None = None, encoding: str = "utf-8", hint: str = "") -> tuple[str, list[str]]:
     """For predict: (column used, texts) from a CSV path or DataFrame.
 
     Keeps every row (missing texts become "") so predictions line up with the input.
+    `hint` is added to the error when `text_col` is missing.
     """
     cols, name = _read(data, encoding, "<DataFrame>")
     if text_col is not None:
-        _need(cols, name, text_col)
+        _need(cols, name, text_col, hint)
     col = text_col if text_col is not None else _infer_text(cols, exclude=None)
     return col, [v if v is not None else "" for v in cols[col]]
 
@@ -221,9 +224,9 @@ def _parse(text: str, name: str) -> pd.DataFrame:
 
 # -- columns, labels, task -------------------------------------------------------------------
 
-def _need(cols: Columns, name: str, col: str) -> None:
+def _need(cols: Columns, name: str, col: str, hint: str = "") -> None:
     if col not in cols:
-        raise DataError(f"column '{col}' not found in {name}{did_you_mean(col, cols)}; "
+        raise DataError(f"column '{col}' not found in {name}{did_you_mean(col, cols)}{hint}; "
                         f"columns: {', '.join(cols)}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import traceback
 from dataclasses import dataclass
@@ -15,6 +16,10 @@ from .plugins import Registered
 from .train import FitResult, FitSettings, fit, release_memory
 
 log = logging.getLogger("autotl")
+
+# This process, as the trials it runs record it ("worker" user attr): host, pid and a random
+# part, so two workers on machines that share a host name and pid numbers (containers) differ.
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 STRATEGY = "strategy"  # the first decision of every trial
 POOLING = "head.pooling"  # the head, searched with the strategy
@@ -192,7 +197,7 @@ class Objective:
         import optuna
 
         setup = self.setup
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("worker", WORKER_ID)
         name = trial.suggest_categorical(STRATEGY, list(setup.strategies))
         strategy = setup.strategies[name].strategy
         # A strategy that fixes its head (the baseline recipe) has no pooling to search.

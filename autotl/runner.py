@@ -15,53 +15,51 @@ from .errors import AutotlError
 from .export import restore_best, save_best
 from .final import final_model, holds, info_for, read_info, refit_seconds, score_test
 from .objective import POOLING, SKIPPED, STRATEGY, Objective, compact
-from .report import format_table, leaderboard, write_leaderboard, write_report
+from .report import leaderboard, write_leaderboard, write_report
+from .result import SearchResult
 from .train import release_memory
 
 log = logging.getLogger("autotl")
 MAX_SKIPPED = 5  # consecutive trials that did not run (repeats, too long for the budget) end the search
 
 
-def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, seed, n_trials,
-              budget, refit: bool, max_length, backbone, record, pruner: str = studies.DEFAULT_PRUNER,
-              spec=None, slots=None):
+def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     """The whole search: open the study, run trials (here, or in one worker process per slot),
     then the choice, the final model, its test score, the leaderboard and the report."""
-    from .api import SearchResult
     from .artifacts import open_artifacts
     from .portfolio import first_trials, relative_costs
-    from .runspec import RunSpec
 
-    spec = spec or RunSpec(data="")
+    setup, target, run_dir = prepared.setup, prepared.target, config.run_dir
     restore_best(run_dir)
     rows = len(setup.train) + len(setup.val)
     study = studies.create_or_resume(
-        storage=studies.open_storage(storage, run_dir), study_name=study_name, record=record,
-        maximize=setup.fit.metric.maximize, seed=seed,
-        portfolio=first_trials(setup.strategies, setup.poolings, rows, spec.portfolio,
-                               each_strategy=spec.strategies is not None), pruner=pruner,
-        costs=relative_costs(rows, spec.portfolio))
-    if spec.data:
-        studies.save_spec(study, spec)
+        storage=studies.open_storage(config.storage, run_dir), study_name=config.study_name,
+        identity=prepared.identity, maximize=setup.fit.metric.maximize, seed=config.seed,
+        portfolio=first_trials(setup.strategies, setup.poolings, rows, config.portfolio,
+                               each_strategy=config.strategies is not None),
+        pruner=config.pruner, costs=relative_costs(rows, config.portfolio))
+    studies.save_config(study, config)
     if studies.VAL_TARGETS not in study.user_attrs:  # what every trial's validation predictions are scored against
         study.set_user_attr(studies.VAL_TARGETS, compact(setup.val.targets))
-    store = open_artifacts(spec.artifacts) if spec.artifacts else None
-    info_base = {"backbone": backbone.name, "metric": setup.fit.metric.name, "data": target.schema(),
-                 "study": study_name}
-    run = dict(tokenizer=tokenizer, run_dir=run_dir, store=store, budget=budget, n_trials=n_trials, refit=refit,
-               info_base=info_base, max_length=max_length, keep=max(candidates.KEEP, spec.ensemble),
-               rescore=spec.rescore)
-    if _done(study, n_trials):
+    store = open_artifacts(config.artifacts)
+    info_base = {"backbone": prepared.backbone.name, "metric": setup.fit.metric.name, "data": target.schema(),
+                 "study": config.study_name}
+    run = dict(tokenizer=prepared.tokenizer, run_dir=run_dir, store=store, budget=budget, n_trials=config.n_trials,
+               refit=config.refit, info_base=info_base, max_length=config.max_length,
+               keep=max(candidates.KEEP, config.ensemble), rescore=config.rescore)
+    if _done(study, config.n_trials):
         interrupted = False
-        log.info("the study already has %d finished trials; raise --n-trials to run more", n_trials)
+        log.info("the study already has %d finished trials; raise --n-trials to run more", config.n_trials)
     elif slots is not None and len(slots) > 1:
         from .workers import run_workers
 
-        interrupted = run_workers(slots, storage=studies.storage_arg(storage, run_dir), study_name=study_name)
+        # A worker that cannot join fails the search (WorkerError); it never falls back to one process.
+        interrupted = run_workers(slots, storage=studies.storage_arg(config.storage, run_dir),
+                                  study_name=config.study_name)
         # A worker killed mid-trial left it RUNNING: fail and re-queue it, and run what is
         # left of the budget here (the survivors may have stopped before it was re-queued).
         studies.recover_dead_trials(study)
-        if not interrupted and not _done(study, n_trials) and not budget.passed(within=budget.shortest_epoch):
+        if not interrupted and not _done(study, config.n_trials) and not budget.passed(within=budget.shortest_epoch):
             interrupted = work(study, setup, **run)
     else:
         interrupted = work(study, setup, **run)
@@ -69,45 +67,27 @@ def run_study(*, setup, target, tokenizer, run_dir: Path, storage, study_name, s
     best = _best_trial(study)
     info = None
     if best is not None and not interrupted:
-        info = _finish(study, best, setup, target, spec, **run)
+        info = _finish(study, best, setup, target, config, **run)
     elif best is not None:
         info = read_info(run_dir)
     rows = leaderboard(study)
     write_leaderboard(rows, run_dir)
-    write_report(rows, info, run_dir, setup.fit.metric.name, decision=study.user_attrs.get(CHOICE))
+    decision = study.user_attrs.get(CHOICE)
+    write_report(rows, info, run_dir, setup.fit.metric.name, decision=decision)
     if best is None and not interrupted:
         failed = [r for r in rows if r["error"]]
         hint = f"; first error: {failed[0]['error']}" if failed else ""
         raise AutotlError(f"no trial finished in {run_dir} ({len(rows)} tried){hint}")
-    print(format_table(rows, setup.fit.metric.name))
-    best_path = run_dir / "best" if best is not None else None
-    final = info.get("trial", best.number) if info else (best.number if best else None)
-    if best_path is not None:
-        chosen = study.trials[final] if final is not None else best
-        soup = (info or {}).get("soup")
-        made = f"a soup of trials {', '.join(map(str, soup['members']))} from " if soup else ""
-        print(f"\nbest: {made}trial {chosen.number} {chosen.params[STRATEGY]}/"
-              f"{chosen.params.get(POOLING) or chosen.user_attrs.get('head', '?')} "
-              f"{setup.fit.metric.name}={chosen.value:.4f} -> {best_path}")
-        decision = study.user_attrs.get(CHOICE)
-        if decision:
-            print(f"chosen: {decision['reason']}")
-            if decision.get("baseline"):
-                b = decision["baseline"]
-                print(f"margin over the baseline recipe (trial {b['trial']}): {b['margin']:+.4f} ± {b['se']:.4f} "
-                      f"({setup.fit.metric.name}, paired on {b['rows']} validation rows)")
-        if info and (info.get("scores") or {}).get("test"):
-            test = info["scores"]["test"]["metrics"]
-            print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
-    chosen_trial = study.trials[final] if best is not None and final is not None else best
-    return SearchResult(run_dir=run_dir, best_model=best_path,
-                        best_params=dict(chosen_trial.params) if chosen_trial else {},
-                        best_score=chosen_trial.value if chosen_trial else None, metric=setup.fit.metric.name,
-                        test_scores=(info or {}).get("scores", {}).get("test") if info else None,
-                        leaderboard=rows, interrupted=interrupted)
+    chosen = study.trials[info["trial"]] if info and info.get("trial") is not None else best
+    return SearchResult(run_dir=run_dir, best_model=run_dir / "best" if best is not None else None,
+                        best_params=dict(chosen.params) if chosen else {},
+                        best_score=chosen.value if chosen else None, metric=setup.fit.metric.name,
+                        test_scores=((info or {}).get("scores") or {}).get("test"),
+                        leaderboard=rows, interrupted=interrupted, chosen=chosen.number if chosen else None,
+                        decision=decision, final=info)
 
 
-def _finish(study, best, setup, target, spec, *, store, tokenizer, run_dir, budget, refit, info_base, max_length,
+def _finish(study, best, setup, target, config, *, store, tokenizer, run_dir, budget, refit, info_base, max_length,
             keep, rescore, **_) -> dict:
     """The choice among the trials, the final model (soup, refit), the ensemble, the test score."""
     from .decide import decide
@@ -120,17 +100,17 @@ def _finish(study, best, setup, target, spec, *, store, tokenizer, run_dir, budg
 
         export_best(study, store, run_dir)  # trained by another process
     soup = None
-    if spec.soup:
+    if config.soup:
         from .soup import greedy_soup
 
         soup = greedy_soup(setup, run_dir, chosen.number)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     info = final_model(chosen, setup, tokenizer, run_dir, max_length=max_length, info_base=info_base, refit=refit,
                        budget=budget, soup=soup, trials=trials)
-    if spec.ensemble > 1:
+    if config.ensemble > 1:
         from .final import final_ensemble
 
-        final_ensemble(study, chosen, setup, tokenizer, run_dir, size=spec.ensemble, max_length=max_length,
+        final_ensemble(study, chosen, setup, tokenizer, run_dir, size=config.ensemble, max_length=max_length,
                        info_base=info_base, refit=refit, budget=budget)
     if target.test is not None:
         info = score_test(run_dir, target, setup)

@@ -65,21 +65,52 @@ REQUEUED_FROM = "requeued_from"
 VAL_TARGETS = "val_targets"  # study user attr: the validation rows' targets, for standard errors
 
 
-def save_spec(study, spec) -> None:
-    """Record how to run this study's trials, for `autotl worker` (the latest search wins)."""
-    from .runspec import RUN_ATTR
+def save_config(study, config) -> None:
+    """Record the search's RunConfig, for every worker (the latest search wins)."""
+    from .config import RUN_ATTR
 
-    study.set_user_attr(RUN_ATTR, spec.to_json())
+    study.set_user_attr(RUN_ATTR, config.recorded())
 
 
-def load_spec(study):
-    from .runspec import RUN_ATTR, RunSpec
+def load_config(study):
+    """The RunConfig the search recorded in `study`."""
+    from .config import RUN_ATTR, RunConfig
 
     raw = study.user_attrs.get(RUN_ATTR)
     if raw is None:
         raise UsageError(f"study '{study.study_name}' was not started by `autotl search`; start it with "
                          "`autotl search DATA.csv --storage URL --study-name NAME` first")
-    return RunSpec.from_json(raw)
+    return RunConfig.from_recorded(raw)
+
+
+def load_study(storage, study_name: str) -> optuna.Study:
+    """An existing study, or one error naming the studies the storage does hold."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise UsageError(f"no study '{study_name}' in this storage; studies there: "
+                         f"{', '.join(names) or 'none'}") from None
+
+
+IDENTITY_ATTR = "autotl"  # study user attribute: the identity a joining worker must match
+
+
+def check_identity(study, identity: dict, *, joining: bool) -> None:
+    """`identity` (config.identity) must be the study's: one error naming the first
+    difference and the fix — for a worker joining (`joining`), or a search resuming."""
+    recorded = study.user_attrs.get(IDENTITY_ATTR) or {}
+    for key, value in identity.items():
+        if recorded.get(key) == value:
+            continue
+        what = "dataset (content hash of its training and validation rows)" if key == "data" else key
+        if joining:
+            raise UsageError(f"this worker's {what} differs from study '{study.study_name}''s: {value!r} here, "
+                             f"{recorded.get(key)!r} in the study; pass --data with the study's dataset and "
+                             "install the same plugins and backbone")
+        raise UsageError(f"study '{study.study_name}' was started with {key}={recorded.get(key)!r} but this "
+                         f"run has {key}={value!r}; pass a new --out or --study-name to start a fresh study, "
+                         "or repeat the original settings to resume it")
 
 
 def _family(trial) -> tuple:
@@ -162,7 +193,7 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return PRUNERS[name]()
 
 
-def create_or_resume(*, storage, study_name: str, record: dict, maximize: bool, seed: int,
+def create_or_resume(*, storage, study_name: str, identity: dict, maximize: bool, seed: int,
                      portfolio: list[dict], pruner: str = DEFAULT_PRUNER,
                      costs: dict[str, float] | None = None) -> optuna.Study:
     """Create the study (recording its settings, enqueueing the portfolio) or resume it.
@@ -179,28 +210,17 @@ def create_or_resume(*, storage, study_name: str, record: dict, maximize: bool, 
                                 pruner=make_pruner(pruner),
                                 direction="maximize" if maximize else "minimize",
                                 load_if_exists=True)
-    recorded = study.user_attrs.get("autotl")
-    if recorded is None:
-        study.set_user_attr("autotl", record)
+    if study.user_attrs.get(IDENTITY_ATTR) is None:
+        study.set_user_attr(IDENTITY_ATTR, identity)
         for params in portfolio:
             cost = (costs or {}).get(cost_key(params))
             study.enqueue_trial(params, user_attrs={RELATIVE_COST: cost} if cost is not None else None,
                                 skip_if_exists=True)
         return study
-    _check_same(recorded, record, study_name)
+    check_identity(study, identity, joining=False)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     log.info("resuming study '%s': %d finished trials", study_name, done)
     return study
-
-
-def _check_same(recorded: dict, record: dict, study_name: str) -> None:
-    for field in record:
-        if recorded.get(field) != record[field]:
-            raise UsageError(
-                f"study '{study_name}' was started with {field}={recorded.get(field)!r} but this "
-                f"run has {field}={record[field]!r}; pass a new --out or --study-name to start "
-                "a fresh study, or repeat the original settings to resume it"
-            )
 
 
 def recover_dead_trials(study: optuna.Study) -> int:
@@ -208,7 +228,7 @@ def recover_dead_trials(study: optuna.Study) -> int:
     host, revived = socket.gethostname(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = str(t.user_attrs.get("worker", ""))
-        worker_host, _, pid = worker.rpartition(":")
+        worker_host, pid = (worker.split(":") + ["", ""])[:2]
         if worker_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         try:  # several live workers may find the same dead one's trial: the first to fail it re-queues it

@@ -348,7 +348,10 @@ def test_predict_new_file_with_other_header(searched, capsys, tmp_path):
     assert code == 0
     new = write_rows(tmp_path / "new.csv", [("the film was great",), ("the plot was awful",)],
                      header=("review",))
-    assert main(["predict", str(run), new]) == 0
+    # Never a silent guess at another column: the error names the column the model expects.
+    line = fails(capsys, ["predict", run, new])
+    assert "column 'text' not found" in line and "--text-col" in line and "columns: review" in line
+    assert main(["predict", str(run), new, "--text-col", "review"]) == 0
     columns, rows = read_csv_rows(capsys.readouterr().out, text=True)
     assert columns == ["review", "prediction", "prob_negative", "prob_positive"]
     assert [r["review"] for r in rows] == ["the film was great", "the plot was awful"]

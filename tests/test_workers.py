@@ -89,7 +89,7 @@ def test_a_worker_with_other_data_cannot_join(tiny_csv, tiny_model_dir, tmp_path
     run = tmp_path / "run"
     autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=1, strategies=["linear_probe"], progress=False)
     other = write_csv(tmp_path / "other.csv", sentiment_rows(60, seed=7))
-    with pytest.raises(UsageError, match=r"dataset \(content hash\) differs"):
+    with pytest.raises(UsageError, match=r"dataset \(content hash of its training and validation rows\) differs"):
         autotl.work(storage=str(run / "study.journal"), data=other, device="cpu")
     with pytest.raises(UsageError, match="no study 'nope'.*autotl"):
         autotl.work(storage=str(run / "study.journal"), study_name="nope")
