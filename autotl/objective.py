@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .batching import Encoded
 from .errors import StrategyError
+from .heartbeat import Heartbeat
 from .model import Pooling, TransferModel, build_model
 from .plugins import Registered
 from .train import FitResult, FitSettings, fit, release_memory
@@ -225,7 +226,8 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({score:.4f})")
 
         try:
-            outcome = self._run(trial, params, report, f"trial {trial.number} {name}/{pooling}")
+            with Heartbeat(trial.study, trial._trial_id):  # silent past the grace, it is taken for dead
+                outcome = self._run(trial, params, report, f"trial {trial.number} {name}/{pooling}")
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:

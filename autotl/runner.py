@@ -181,18 +181,29 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
             if _done(study, n_trials):
                 study.stop()  # this worker's and the others' trials reached n_trials
 
-    if _done(study, n_trials):
-        return False
-    try:
-        # No per-process trial count: several workers share n_trials, and a re-queued trial
-        # of a killed worker runs even past it; on_trial stops the loop.
-        study.optimize(objective, n_trials=None, catch=(Exception,), callbacks=[on_trial])
-    except KeyboardInterrupt:
-        if objective.interrupted is not None:  # Optuna failed it; run it again next time
-            study.enqueue_trial(objective.interrupted)
-        log.warning("interrupted: finished trials and the best model so far are kept%s; "
-                    "run the same command again to resume", f" in {run_dir}" if run_dir else "")
-        return True
+    while not _done(study, n_trials) and not budget.passed(within=budget.shortest_epoch):
+        try:
+            # No per-process trial count: several workers share n_trials, and a re-queued trial
+            # of a killed worker runs even past it; on_trial stops the loop.
+            study.optimize(objective, n_trials=None, catch=(Exception,), callbacks=[on_trial])
+        except KeyboardInterrupt:
+            if objective.interrupted is not None:  # Optuna failed it; run it again next time
+                study.enqueue_trial(objective.interrupted)
+            log.warning("interrupted: finished trials and the best model so far are kept%s; "
+                        "run the same command again to resume", f" in {run_dir}" if run_dir else "")
+            return True
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+            # This worker fell silent past the heartbeat grace (paused, or the storage was
+            # away) and another took its trial for dead: drop the result, go on. (Optuna
+            # says so with UpdateFinishedTrialError, or ValueError "Cannot tell a FAIL trial.")
+            if isinstance(exc, ValueError) and not str(exc).startswith("Cannot tell a"):
+                raise
+            log.warning("a trial was failed under this worker while it ran (%s); its result is dropped "
+                        "and the worker goes on", exc)
+            objective.pending.clear()
+            release_memory(setup.fit.device)
+            continue
+        break
     return False
 
 

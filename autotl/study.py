@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import warnings
 from pathlib import Path
 
@@ -18,10 +16,6 @@ log = logging.getLogger("autotl")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-# A worker's running trial says it is alive this often (database storages); silent for the
-# grace period, the worker is taken for dead and its trial is failed and re-queued.
-HEARTBEAT_SECONDS = int(os.environ.get("AUTOTL_HEARTBEAT_SECONDS", "10"))
-GRACE_SECONDS = int(os.environ.get("AUTOTL_HEARTBEAT_GRACE", "30"))
 
 
 def storage_arg(url: str | None, run_dir: Path) -> str:
@@ -33,9 +27,8 @@ def storage_arg(url: str | None, run_dir: Path) -> str:
 
 def open_storage(url: str | None, run_dir: Path | None):
     """A journal file in the run directory by default (safe for several local processes);
-    a ``*.journal``/``*.log`` path as a journal file; any other string as an Optuna URL. A
-    database URL gets heartbeats: a worker that dies mid-trial (even on another machine)
-    has its trial failed and re-queued by the survivors."""
+    a ``*.journal``/``*.log`` path as a journal file; any other string as an Optuna URL.
+    Dead workers are found by their trials' heartbeats on every storage (heartbeat.py)."""
     if url is None or not ("://" in url):
         path = Path(storage_arg(url, run_dir))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,21 +37,9 @@ def open_storage(url: str | None, run_dir: Path | None):
 
         return JournalStorage(JournalFileBackend(str(path)))
     try:
-        if url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "sqlite"):
-            with warnings.catch_warnings():  # heartbeats are "experimental"; they are what we need
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
-                                                  grace_period=GRACE_SECONDS,
-                                                  heartbeat_stale_trial_callback=requeue_stale)
         return optuna.storages.get_storage(url)
     except Exception as exc:  # bad URL, missing driver, unreachable server
         raise UsageError(f"cannot open storage '{url}': {type(exc).__name__}: {exc}") from None
-
-
-def requeue_stale(study, trial) -> None:
-    """Optuna failed `trial` because its worker stopped beating: run its params again."""
-    log.warning("trial %d's worker stopped responding; the trial is failed and queued again", trial.number)
-    study.enqueue_trial(dict(trial.params), user_attrs={REQUEUED_FROM: trial.number})
 
 
 REQUEUED_FROM = "requeued_from"
@@ -224,15 +205,17 @@ def create_or_resume(*, storage, study_name: str, identity: dict, maximize: bool
 
 
 def recover_dead_trials(study: optuna.Study) -> int:
-    """Fail (and re-enqueue) RUNNING trials whose worker process on this host is gone."""
-    host, revived = socket.gethostname(), 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = str(t.user_attrs.get("worker", ""))
-        worker_host, pid = (worker.split(":") + ["", ""])[:2]
-        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
-            continue
-        try:  # several live workers may find the same dead one's trial: the first to fail it re-queues it
-            study._storage.set_trial_user_attr(t._trial_id, "error", f"worker {worker} died mid-trial; re-queued")
+    """Fail (and queue again) RUNNING trials whose worker fell silent past the heartbeat
+    grace, wherever it ran; several live workers may find the same one: the first wins."""
+    from . import heartbeat
+
+    revived = 0
+    for t in heartbeat.dead_trials(study):
+        worker = t.user_attrs.get("worker", "?")
+        silent = heartbeat.silent_for(t)
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "error", f"worker {worker} died mid-trial (no "
+                                               f"heartbeat for {silent:.0f} s); re-queued")
             study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -240,20 +223,8 @@ def recover_dead_trials(study: optuna.Study) -> int:
         study.enqueue_trial(t.params, user_attrs={REQUEUED_FROM: t.number})
         revived += 1
     if revived:
-        log.warning("%d trial(s) interrupted by a killed search were marked failed and queued again", revived)
+        log.warning("%d trial(s) whose worker fell silent were marked failed and queued again", revived)
     return revived
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a trial "running" under our own pid is a leftover of a reused pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def requeued_waiting(study: optuna.Study) -> int:

@@ -109,3 +109,100 @@ def test_a_worker_reads_its_storage_from_the_environment(tiny_csv, tiny_model_di
     autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=1, strategies=["linear_probe"], progress=False)
     monkeypatch.setenv("AUTOTL_STORAGE", str(run / "study.journal"))
     assert main(["worker", "--device", "cpu"]) == 0
+
+
+# -- dead workers: heartbeats, not process ids -------------------------------------------------
+
+def _running_trial(study, worker: str, beat_age: float | None):
+    import time
+
+    trial = study.ask({"strategy": optuna.distributions.CategoricalDistribution(["linear_probe"])})
+    trial.set_user_attr("worker", worker)
+    if beat_age is not None:
+        trial.set_user_attr("heartbeat", time.time() - beat_age)
+    return trial
+
+
+def test_a_live_worker_sharing_our_host_name_and_a_pid_number_is_not_taken_for_dead():
+    # Containers share host names and pid numbers: "pid 999999 is not running here" or "that
+    # pid is ours" said nothing about a worker elsewhere, yet its live trial was failed.
+    import socket
+
+    from autotl.study import recover_dead_trials
+
+    study = optuna.create_study()
+    host = socket.gethostname()
+    elsewhere = _running_trial(study, f"{host}:999999:aaaa", beat_age=1.0)
+    same_pid = _running_trial(study, f"{host}:{os.getpid()}:bbbb", beat_age=1.0)
+    assert recover_dead_trials(study) == 0
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[elsewhere.number] == states[same_pid.number] == "RUNNING"
+
+
+def test_a_heartbeat_outage_shorter_than_the_grace_is_survived_and_a_longer_one_is_not():
+    from autotl import heartbeat
+    from autotl.study import REQUEUED_FROM, recover_dead_trials
+
+    study = optuna.create_study()
+    paused = _running_trial(study, "elsewhere:1:cccc", beat_age=heartbeat.GRACE / 2)
+    gone = _running_trial(study, "elsewhere:1:dddd", beat_age=heartbeat.GRACE + 5)
+    assert recover_dead_trials(study) == 1
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[paused.number] == "RUNNING" and states[gone.number] == "FAIL"
+    assert "no heartbeat" in study.trials[gone.number].user_attrs["error"]
+    assert [t.user_attrs.get(REQUEUED_FROM) for t in study.trials if t.state.name == "WAITING"] == [gone.number]
+
+
+def test_a_heartbeat_beats_until_its_trial_ends_and_survives_a_storage_error(monkeypatch):
+    import time
+
+    from autotl.heartbeat import Heartbeat
+
+    study = optuna.create_study()
+    trial = study.ask()
+    calls = {"n": 0}
+    real = study._storage.set_trial_user_attr
+
+    def flaky(trial_id, key, value):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ConnectionError("database restarting")
+        return real(trial_id, key, value)
+
+    monkeypatch.setattr(study._storage, "set_trial_user_attr", flaky)
+    with Heartbeat(study, trial._trial_id, interval=0.05):
+        time.sleep(0.5)
+    assert calls["n"] >= 4  # the error at beat 2 did not stop the thread
+    first = study.trials[0].user_attrs["heartbeat"]
+    assert time.time() - first < 1.0
+
+
+def test_a_worker_whose_trial_is_failed_under_it_goes_on(tiny_csv, tiny_model_dir, tmp_path, monkeypatch, caplog):
+    # Before: UpdateFinishedTrialError ("Cannot tell a FAIL trial") escaped study.optimize and
+    # the whole search died with a traceback, leaving no leaderboard, report or final model.
+    import logging
+
+    import autotl.objective as objective_module
+    from optuna.trial import TrialState
+
+    real = objective_module.run_params
+    failed = []
+
+    def taken_for_dead(setup, params, on_epoch=None, desc=""):
+        outcome = real(setup, params, on_epoch=on_epoch, desc=desc)
+        study = optuna.load_study(study_name="autotl", storage=open_storage(None, tmp_path / "run"))
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        if running and running[0].number == 1 and not failed:  # another worker fails trial 1 as it runs
+            study._storage.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
+            failed.append(1)
+        return outcome
+
+    monkeypatch.setattr(objective_module, "run_params", taken_for_dead)
+    with caplog.at_level(logging.WARNING, logger="autotl"):
+        result = autotl.search(tiny_csv, model=tiny_model_dir, out=tmp_path / "run", n_trials=3,
+                               strategies=["linear_probe"], progress=False, rescore=0,
+                               pruner="none")
+    assert "was failed under this worker" in caplog.text
+    assert result.best_model is not None and (tmp_path / "run" / "report.md").is_file()
+    states = [t.state.name for t in _study(tmp_path / "run").trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE"]  # it went on to trial 2

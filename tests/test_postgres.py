@@ -100,7 +100,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_rerun(tiny_csv, tiny_model_dir,
         running = [t for t in study.trials if t.state.name == "RUNNING" and t.params.get("strategy") == "sleeponce"]
         if running and (tmp_path / "slept").exists():
             victim = running[0]
-    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    os.kill(int(victim.user_attrs["worker"].split(":")[1]), signal.SIGKILL)  # host:pid:random
     output = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == 0, output
     trials = optuna.load_study(study_name=name, storage=open_storage(URL, None)).trials

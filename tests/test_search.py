@@ -210,7 +210,9 @@ def _search_until_sleeping(csv, model, out, site, sleeper):
     command and environment) once trial 0 is best/ and the sleeper's trial is running."""
     cmd = [sys.executable, "-m", "autotl.cli", "search", csv, "--model", model,
            "--strategies", f"linear_probe,{sleeper}", "--n-trials", "3", "--out", str(out), "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")]),
+           # a killed search's trial is taken for dead after 2 s of silence (its heartbeat)
+           "AUTOTL_HEARTBEAT_SECONDS": "1", "AUTOTL_HEARTBEAT_GRACE": "2"}
     # A shell that runs this suite in the background (as CI may) ignores SIGINT, and the
     # child would inherit that; give it the default disposition, as a terminal would.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
