@@ -65,3 +65,16 @@ def collate(data: Encoded, index: np.ndarray, pad_id: int) -> tuple[torch.Tensor
         ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, :len(r)] = 1
     return ids, mask
+
+
+def in_row_order(data: Encoded, batch_size: int, outputs_of) -> np.ndarray:
+    """outputs_of(index) for length-sorted batches of `data`, without gradients, as one
+    float32 array in row order."""
+    out = None
+    with torch.no_grad():
+        for index in batch_order(data.lengths, batch_size, None):
+            batch = outputs_of(index).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(data), batch.shape[1]), dtype=np.float32)
+            out[index] = batch
+    return out

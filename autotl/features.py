@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .batching import Encoded, batch_order, collate
+from .batching import Encoded, collate, in_row_order
 
 log = logging.getLogger("autotl")
 _MAX_ENTRIES = 8  # (encoder, pooling, split) entries kept; each is rows x hidden floats
@@ -39,6 +39,10 @@ class FeatureCache:
         self._store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.computed = 0  # how many times features were computed (tests and logs read it)
 
+    def clear(self) -> None:
+        """Forget every entry (a cold start, e.g. for timing)."""
+        self._store.clear()
+
     def features(self, model, data: Encoded, *, pad_id: int, device, autocast) -> torch.Tensor:
         key = (weights_fingerprint(model.encoder), model.pooling.value, data.key)
         if key in self._store:
@@ -56,15 +60,15 @@ def compute_features(model, data: Encoded, *, pad_id: int, device, autocast) -> 
     """Head inputs for every row of `data`, in row order, in float32 on the CPU."""
     was_training = model.training
     model.eval()
-    out = torch.empty((len(data), model.config.hidden_size), dtype=torch.float32)
-    with torch.no_grad():
-        for index in batch_order(data.lengths, 128, None):
-            ids, mask = collate(data, index, pad_id)
-            with autocast():
-                feats = model.features(ids.to(device), mask.to(device))
-            out[torch.as_tensor(index)] = feats.float().cpu()
+
+    def features_of(index):
+        ids, mask = collate(data, index, pad_id)
+        with autocast():
+            return model.features(ids.to(device), mask.to(device))
+
+    out = in_row_order(data, 128, features_of)
     model.train(was_training)
-    return out
+    return torch.from_numpy(out)
 
 
 CACHE = FeatureCache()  # one per process: a search's trials share it

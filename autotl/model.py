@@ -110,6 +110,11 @@ class TransferModel(nn.Module):
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
 
+    def outside_blocks(self) -> list[nn.Parameter]:
+        """Parameters in no block: the head, and a pooler above the layers."""
+        inside = {id(p) for block in self.blocks() for p in block.parameters()}
+        return [p for p in self.parameters() if id(p) not in inside]
+
     def blocks(self) -> list[nn.Module]:
         """Bottom-up: the embeddings, then each transformer layer."""
         return [self._embeddings(), *self.layers]

@@ -253,6 +253,10 @@ class Objective:
         if result.truncated:
             trial.set_user_attr("truncated", "stopped early at the --timeout")
         if self.on_complete is not None:
-            self.on_complete(trial, outcome)
+            try:
+                self.on_complete(trial, outcome)
+            except Exception as exc:  # say why on the trial: "no trial finished" then names it
+                trial.set_user_attr("error", f"after training: {type(exc).__name__}: {exc}")
+                raise
         self.pending[trial.number] = outcome
         return result.best_score

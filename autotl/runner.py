@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from . import candidates
 from . import study as studies
 from .decide import CHOICE
-from .errors import AutotlError
+from .errors import AutotlError, UsageError
 from .export import restore_best, save_best
 from .final import final_model, holds, info_for, read_info, refit_seconds, score_test
 from .objective import POOLING, SKIPPED, STRATEGY, Objective, compact
@@ -20,6 +20,8 @@ from .result import SearchResult
 from .train import release_memory
 
 log = logging.getLogger("autotl")
+UPLOAD_ERROR = "upload_error"  # trial user attr: why its model is not in the artifact store
+FINALIZING = "finalizing"  # study user attr: the search is choosing and writing the final model
 MAX_SKIPPED = 5  # consecutive trials that did not run (repeats, too long for the budget) end the search
 
 
@@ -30,6 +32,7 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     from .portfolio import first_trials, relative_costs
 
     setup, target, run_dir = prepared.setup, prepared.target, config.run_dir
+    _claim(run_dir, config.study_name, prepared.identity["data"])
     restore_best(run_dir)
     rows = len(setup.train) + len(setup.val)
     study = studies.create_or_resume(
@@ -39,6 +42,7 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
                                each_strategy=config.strategies is not None),
         pruner=config.pruner, costs=relative_costs(rows, config.portfolio))
     studies.save_config(study, config)
+    study.set_user_attr(FINALIZING, False)  # trials (again): best/ follows the best so far until the end
     if studies.VAL_TARGETS not in study.user_attrs:  # what every trial's validation predictions are scored against
         study.set_user_attr(studies.VAL_TARGETS, compact(setup.val.targets))
     store = open_artifacts(config.artifacts)
@@ -87,11 +91,36 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
                         decision=decision, final=info)
 
 
+OWNER = "autotl-study.json"  # which study (and data) a run directory's outputs belong to
+
+
+def _claim(run_dir: Path, study_name: str, fingerprint: str) -> None:
+    """A run directory holds one study's outputs (best/, leaderboard, report): another
+    study or other data must not overwrite them."""
+    import json
+
+    marker = run_dir / OWNER
+    mine = {"study": study_name, "data": fingerprint}
+    if marker.is_file():
+        try:
+            owner = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            owner = None
+        if isinstance(owner, dict) and (owner.get("study"), owner.get("data")) != (study_name, fingerprint):
+            what = (f"study '{owner.get('study')}'" if owner.get("study") != study_name
+                    else f"study '{study_name}' on other data")
+            raise UsageError(f"{run_dir} holds the results of {what}; pass another --out (a run directory "
+                              "holds one study)")
+    else:
+        marker.write_text(json.dumps(mine) + "\n")
+
+
 def _finish(study, best, setup, target, config, *, store, tokenizer, run_dir, budget, refit, info_base, max_length,
             keep, rescore, **_) -> dict:
     """The choice among the trials, the final model (soup, refit), the ensemble, the test score."""
     from .decide import decide
 
+    study.set_user_attr(FINALIZING, True)  # workers still running elsewhere stop swapping best/
     decision = decide(study, setup, budget=budget, max_rounds=rescore,
                       refit_seconds=refit_seconds(best, setup) if refit else 0.0)
     chosen = study.trials[decision.chosen] if decision is not None else best
@@ -142,8 +171,16 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
         if store is not None and (best is None or sign * outcome.result.best_score > sign * best.value):
             from .artifacts import upload_model
 
-            upload_model(trial, outcome.model, tokenizer, info_for(info_base, trial, outcome.summary, outcome),
-                         max_length=max_length, store=store)
+            try:
+                upload_model(trial, outcome.model, tokenizer, info_for(info_base, trial, outcome.summary, outcome),
+                             max_length=max_length, store=store)
+            except Exception as exc:  # a full disk or a missing store: the score stands, the copy is lost
+                from .redact import mask
+
+                reason = f"{type(exc).__name__}: {mask(str(exc))}"
+                trial.set_user_attr(UPLOAD_ERROR, reason)
+                log.warning("trial %d's model could not be uploaded to the artifact store (%s); its score "
+                            "stands, but `autotl export` cannot fetch it", trial.number, reason)
 
     objective = Objective(setup, on_complete=keep_and_upload, refit=refit)
 
@@ -164,8 +201,9 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
         is_best = trial.state is TrialState.COMPLETE and best is not None and best.number == trial.number
         if is_best and outcome is not None and run_dir is not None:
             def still_best():
+                # Once the search has chosen its final model, best/ is the search's alone.
                 now = _best_trial(study)
-                return now is not None and now.number == trial.number
+                return now is not None and now.number == trial.number and not study.user_attrs.get(FINALIZING)
 
             save_best(outcome.model, tokenizer, run_dir, info_for(info_base, trial, outcome.summary),
                       max_length=max_length, still_best=still_best)

@@ -153,6 +153,40 @@ def one_stage(params, training: Training, *, penalty: Penalty | None = None, sum
                 warmup_ratio=warmup_ratio, summary=summary, finalize=finalize)
 
 
+class TrainedStrategy:
+    """The shared shape of autotl's own strategies (plugins may use it or not: the Strategy
+    protocol is duck-typed). A subclass sets the class attributes `name`, `description`,
+    `space` (the TrainingSpace it searches) and `defaults`, adds its own parameters in
+    `own_space` (namespaced with `self.key`), and writes `prepare`; `search_space` is its own
+    parameters plus the shared training ones, and `training(params)` reads those back."""
+
+    name: str = ""
+    description: str = ""
+    space: TrainingSpace = TrainingSpace()
+    defaults: Mapping[str, Any] = {}
+
+    def key(self, param: str) -> str:
+        return key(self.name, param)
+
+    def own_space(self, trial) -> dict[str, Any]:
+        """The strategy's own parameters (beyond lr, epochs, batch size, weight decay)."""
+        return {}
+
+    def search_space(self, trial) -> dict[str, Any]:
+        return {**self.own_space(trial), **suggest_training(trial, self.name, self.space)}
+
+    def training(self, params: Mapping[str, Any]) -> Training:
+        return read_training(self.name, params)
+
+    def prepare(self, model, params: Mapping[str, Any]) -> Plan:
+        raise NotImplementedError(f"{type(self).__name__} must define prepare(model, params)")
+
+
+def snapshot(params) -> list:
+    """Detached copies of `params` as they are now (the pretrained weights, before training)."""
+    return [p.detach().clone() for p in params]
+
+
 def read_training(name: str, params: Mapping[str, Any]) -> Training:
     """The `suggest_training` values back out of a params dict."""
     return Training(

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .activations import ACTIVATIONS
-from .batching import Encoded, batch_order, collate
+from .batching import Encoded, batch_order, collate, in_row_order
 from .budget import Budget
 from .errors import StrategyError
 from .features import CACHE as FEATURES
@@ -128,20 +128,7 @@ def infer(model, data: Encoded, *, pad_id: int, device: str, batch_size: int = 1
         with autocast():
             return model(ids.to(device), mask.to(device))
 
-    return _in_row_order(data, batch_size, outputs_of)
-
-
-def _in_row_order(data: Encoded, batch_size: int, outputs_of) -> np.ndarray:
-    """outputs_of(index) for length-sorted batches of `data`, without gradients, as one
-    float32 array in row order."""
-    out = None
-    with torch.no_grad():
-        for index in batch_order(data.lengths, batch_size, None):
-            batch = outputs_of(index).float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(data), batch.shape[1]), dtype=np.float32)
-            out[index] = batch
-    return out
+    return in_row_order(data, batch_size, outputs_of)
 
 
 def predictions(outputs: np.ndarray, regression: bool) -> np.ndarray:
@@ -203,7 +190,46 @@ class StageForward:
     def outputs(self, data: Encoded, batch_size: int = 128) -> np.ndarray:
         """Outputs for every row of `data` in row order, in eval mode without gradients."""
         self.model.eval()
-        return _in_row_order(data, batch_size, lambda index: self(data, index)[1])
+        return in_row_order(data, batch_size, lambda index: self(data, index)[1])
+
+
+class _Best:
+    """The best validated epoch so far: its score, predictions and the trained weights."""
+
+    def __init__(self, params: list, maximize: bool):
+        self.params, self.sign = params, 1 if maximize else -1
+        self.score, self.epoch, self.state, self.predictions = None, -1, None, None
+
+    def offer(self, epoch: int, score: float, predicted) -> None:
+        if self.score is None or self.sign * score > self.sign * self.score:
+            self.score, self.epoch, self.predictions = score, epoch, predicted
+            self.state = [p.detach().to("cpu", copy=True) for p in self.params]
+
+    def restore(self) -> None:
+        """Put the best epoch's weights back into the model."""
+        if self.state is not None:
+            with torch.no_grad():
+                for p, saved in zip(self.params, self.state):
+                    p.copy_(saved)
+
+
+def _train_epoch(model, stage: Stage, forward: StageForward, params: list, optimizer, scheduler,
+                 train: Encoded, batch_size: int, settings: FitSettings, rng, bar) -> torch.Tensor:
+    """One pass over `train`; returns the last batch's loss (checked once per epoch)."""
+    for index in batch_order(train.lengths, batch_size, rng, pool=1 if settings.batch_order == "shuffled" else 50):
+        # Micro-batches (gradient accumulation) give the same step in less memory.
+        for part in np.array_split(index, min(settings.accumulation, len(index))):
+            pooled, logits = forward(train, part)
+            loss = _loss(logits, to_device(torch.as_tensor(train.targets[part]), settings.device), settings.regression)
+            if stage.penalty is not None:
+                loss = loss + stage.penalty(model, Step(pooled, part, train, settings.pad_id))
+            (loss * (len(part) / len(index))).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.update(1)
+    return loss
 
 
 def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSettings,
@@ -220,23 +246,22 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model.to(settings.device)
-    touched = list({id(p): p for s in plan.stages for g in s.groups for p in g.params}.values())
-    best_score, best_epoch, best_state, best_pred, scores = None, -1, None, None, []
-    sign = 1 if settings.metric.maximize else -1
-    bar = _bar(settings, sum(s.epochs * math.ceil(len(train) / plan.batch_size) for s in plan.stages))
-    epoch, truncated, last_epoch_seconds = 0, False, 0.0
+    best = _Best(list({id(p): p for s in plan.stages for g in s.groups for p in g.params}.values()),
+                 settings.metric.maximize)
+    steps_per_epoch = math.ceil(len(train) / plan.batch_size)
+    total = plan.epochs if settings.max_epochs is None else min(plan.epochs, settings.max_epochs)
+    bar = _bar(settings, sum(s.epochs for s in plan.stages) * steps_per_epoch)
+    epoch, truncated, last_epoch_seconds, scores = 0, False, 0.0, []
     deadline = settings.deadline
     try:
         for stage in plan.stages:
             params, encoder_frozen = _stage_setup(model, stage)
             forward = StageForward(model, settings, encoder_frozen=encoder_frozen)
-            optimizer = torch.optim.AdamW(
-                [{"params": list(g.params), "lr": g.lr, "weight_decay": g.weight_decay}
-                 for g in stage.groups if g.params])
-            scheduler = _schedule(optimizer, stage.epochs * math.ceil(len(train) / plan.batch_size),
-                                  plan.warmup_ratio)
+            optimizer = torch.optim.AdamW([{"params": list(g.params), "lr": g.lr, "weight_decay": g.weight_decay}
+                                           for g in stage.groups if g.params])
+            scheduler = _schedule(optimizer, stage.epochs * steps_per_epoch, plan.warmup_ratio)
             for _ in range(stage.epochs):
-                if settings.max_epochs is not None and epoch >= settings.max_epochs:
+                if epoch >= total:
                     break
                 # Not an epoch that would end past the deadline (the last one's time predicts it).
                 if deadline is not None and epoch > 0 and deadline.passed(within=last_epoch_seconds):
@@ -244,63 +269,49 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                     break
                 epoch_start = time.monotonic()
                 _set_modes(model, encoder_frozen)
-                for index in batch_order(train.lengths, plan.batch_size, rng,
-                                         pool=1 if settings.batch_order == "shuffled" else 50):
-                    # Micro-batches (gradient accumulation) give the same step in less memory.
-                    for part in np.array_split(index, min(settings.accumulation, len(index))):
-                        pooled, logits = forward(train, part)
-                        loss = _loss(logits, to_device(torch.as_tensor(train.targets[part]), settings.device),
-                                     settings.regression)
-                        if stage.penalty is not None:
-                            loss = loss + stage.penalty(model, Step(pooled, part, train, settings.pad_id))
-                        (loss * (len(part) / len(index))).backward()
-                    torch.nn.utils.clip_grad_norm_(params, 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    bar.update(1)
-                # One host sync per epoch, not per step: check the last loss here.
-                if not math.isfinite(loss.item()):
+                loss = _train_epoch(model, stage, forward, params, optimizer, scheduler, train, plan.batch_size,
+                                    settings, rng, bar)
+                if not math.isfinite(loss.item()):  # one host sync per epoch, not per step
                     raise StrategyError(f"loss became {loss.item()} in epoch {epoch + 1}; "
                                         "the learning rate is probably too high")
                 if val is not None:
                     predicted = predictions(forward.outputs(val), settings.regression)
-                    score = settings.metric(val.targets, predicted)
-                    scores.append(score)
-                    bar.set_postfix_str(f"epoch {epoch + 1} {settings.metric.name}={score:.4f}")
-                    if best_score is None or sign * score > sign * best_score:
-                        best_score, best_epoch, best_pred = score, epoch, predicted
-                        best_state = [p.detach().to("cpu", copy=True) for p in touched]
+                    scores.append(settings.metric(val.targets, predicted))
+                    bar.set_postfix_str(f"epoch {epoch + 1} {settings.metric.name}={scores[-1]:.4f}")
+                    best.offer(epoch, scores[-1], predicted)
                 last_epoch_seconds = time.monotonic() - epoch_start
                 if deadline is not None:
                     deadline.note_epoch(last_epoch_seconds)
                 if val is not None and on_epoch is not None:
-                    total = plan.epochs if settings.max_epochs is None else min(plan.epochs, settings.max_epochs)
-                    on_epoch(epoch, score, total - epoch - 1)  # may raise optuna.TrialPruned
+                    on_epoch(epoch, scores[-1], total - epoch - 1)  # may raise optuna.TrialPruned
                 epoch += 1
-            if truncated or (settings.max_epochs is not None and epoch >= settings.max_epochs):
+            if truncated or epoch >= total:
                 break
     finally:
         bar.close()
         for p in model.parameters():
             p.requires_grad_(False)
             p.grad = None
-    if best_state is not None:
-        with torch.no_grad():
-            for p, saved in zip(touched, best_state):
-                p.copy_(saved)
+    best.restore()
     model.eval()
-    finalized = None
+    return _finish(model, plan, val, settings, best, scores, epoch, truncated, time.monotonic() - start)
+
+
+def _finish(model, plan: Plan, val, settings: FitSettings, best: _Best, scores: list, epochs_run: int,
+            truncated: bool, seconds: float) -> FitResult:
+    """The Plan's finalize step (on the best epoch's weights), then the result."""
+    score, epoch, predicted, finalized = best.score, best.epoch, best.predictions, None
     if val is None:
-        best_score, best_epoch = float("nan"), epoch - 1
+        score, epoch = float("nan"), epochs_run - 1
         if plan.finalize is not None:  # a refit: apply what the trial chose, nothing to score
             finalized = plan.finalize(model, None, settings.finalize_choice)
     elif plan.finalize is not None:
+        sign = 1 if settings.metric.maximize else -1
         finalized = plan.finalize(model, lambda: sign * evaluate(model, val, settings), None)
-        best_pred = predict(model, val, settings)  # the model kept is the finalized one
-        best_score = settings.metric(val.targets, best_pred)
-    return FitResult(best_score, best_epoch, tuple(scores), time.monotonic() - start,
-                     plan.trainable_parameters(), truncated, finalized, best_pred)
+        predicted = predict(model, val, settings)  # the model kept is the finalized one
+        score = settings.metric(val.targets, predicted)
+    return FitResult(score, epoch, tuple(scores), seconds, plan.trainable_parameters(), truncated, finalized,
+                     predicted)
 
 
 def predict(model, data: Encoded, settings: FitSettings) -> np.ndarray:

@@ -174,7 +174,7 @@ def main() -> None:
     one_epoch = replace(setup, fit=replace(setup.fit, max_epochs=1))
     for params in default_trials(selected, ("standard", "mean")):
         ACTIVATIONS.clear()
-        FEATURES._store.clear()
+        FEATURES.clear()
         start = time.monotonic()
         outcome = run_params(one_epoch, params)
         seconds = time.monotonic() - start

@@ -206,3 +206,48 @@ def test_a_worker_whose_trial_is_failed_under_it_goes_on(tiny_csv, tiny_model_di
     assert result.best_model is not None and (tmp_path / "run" / "report.md").is_file()
     states = [t.state.name for t in _study(tmp_path / "run").trials]
     assert states == ["COMPLETE", "FAIL", "COMPLETE"]  # it went on to trial 2
+
+
+# -- nothing overwritten, nothing lost ---------------------------------------------------------
+
+def test_reusing_a_run_directory_for_another_study_or_data_is_refused(tiny_csv, tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=1, strategies=["linear_probe"], progress=False)
+    before = (run / "best" / "autotl.json").read_text(), (run / "report.md").read_text()
+    with pytest.raises(UsageError, match="holds the results of study 'autotl'"):
+        autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=1, strategies=["linear_probe"],
+                      study_name="other", progress=False)
+    other = write_csv(tmp_path / "other.csv", sentiment_rows(60, seed=5))
+    with pytest.raises(UsageError, match="on other data"):
+        autotl.search(other, model=tiny_model_dir, out=run, n_trials=1, strategies=["linear_probe"],
+                      progress=False)
+    assert ((run / "best" / "autotl.json").read_text(), (run / "report.md").read_text()) == before
+
+
+def test_a_failed_upload_is_recorded_on_the_trial_and_the_search_goes_on(tiny_csv, tiny_model_dir, tmp_path,
+                                                                        monkeypatch, caplog):
+    import logging
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("autotl.artifacts.upload_model", full_disk)
+    with caplog.at_level(logging.WARNING, logger="autotl"):
+        result = autotl.search(tiny_csv, model=tiny_model_dir, out=tmp_path / "run", n_trials=2,
+                               strategies=["linear_probe"], progress=False)
+    trials = _study(tmp_path / "run").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"] or trials[0].state.name == "COMPLETE"
+    assert "No space left on device" in trials[0].user_attrs["upload_error"]
+    assert "could not be uploaded" in caplog.text
+    assert result.best_model is not None and (result.best_model / "autotl.json").is_file()
+
+
+def test_workers_stop_swapping_best_once_the_search_has_chosen(tiny_csv, tiny_model_dir, tmp_path):
+    from autotl.runner import FINALIZING
+
+    run = tmp_path / "run"
+    autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=2, strategies=["linear_probe"], progress=False)
+    study = _study(run)
+    assert study.user_attrs[FINALIZING] is True  # what a late worker's still_best() reads
+    chosen = json.loads((run / "best" / "autotl.json").read_text())["trial"]
+    assert chosen == study.user_attrs["choice"]["chosen"]

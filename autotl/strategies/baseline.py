@@ -9,21 +9,18 @@ and the report states the winner's margin over it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..hookspecs import hookimpl
 from ..strategy import Training, one_stage
 
 RECIPE = Training(lr=5e-5, epochs=3, batch_size=32, weight_decay=0.0)
 
 
-@dataclass
 class Baseline:
-    name: str = "baseline"
-    description: str = ("the hand recipe: the model's own classification head, full fine-tune, "
-                        "lr 5e-5, 3 epochs, batch 32, no warmup, no weight decay (HF Trainer defaults)")
-    head: str = "standard"  # fixed: the recipe uses the architecture's own head, never searched
-    defaults: dict = field(default_factory=dict)  # nothing to choose
+    name = "baseline"
+    description = ("the hand recipe: the model's own classification head, full fine-tune, "
+                   "lr 5e-5, 3 epochs, batch 32, no warmup, no weight decay (HF Trainer defaults)")
+    head = "standard"  # fixed: the recipe uses the architecture's own head, never searched
+    defaults: dict = {}  # nothing to choose
 
     def search_space(self, trial):
         return {}

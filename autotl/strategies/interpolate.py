@@ -6,10 +6,8 @@ The fine-tuned head is kept: the pretrained model has none to interpolate with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..hookspecs import hookimpl
-from ..strategy import TrainingSpace, one_stage, read_training, suggest_training
+from ..strategy import TrainedStrategy, TrainingSpace, one_stage, snapshot
 
 ALPHAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -19,11 +17,11 @@ class Interpolate:
     the one closer to plain fine-tuning)."""
 
     def __init__(self, model, alphas=ALPHAS):
-        self.start = [p.detach().clone() for p in model.encoder_parameters()]
+        self.start = snapshot(model.encoder_parameters())
         self.alphas = alphas
 
     def __call__(self, model, score, chosen):
-        tuned = [p.detach().clone() for p in model.encoder_parameters()]
+        tuned = snapshot(model.encoder_parameters())
         if score is None:  # refit: no validation rows left to choose with
             self._mix(model, tuned, float(chosen["alpha"]) if chosen else 1.0)
             return chosen
@@ -44,20 +42,14 @@ class Interpolate:
                 p.copy_(w0.to(p.device) * (1 - alpha) + w1 * alpha)
 
 
-@dataclass
-class WiseFT:
-    name: str = "wise_ft"
-    description: str = "fine-tune, then interpolate with the pretrained weights; mix chosen on validation (Wortsman et al. 2022)"
-    space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(1e-5, 1.5e-4)))
-    defaults: dict = field(default_factory=lambda: {
-        "wise_ft.lr": 5e-5, "wise_ft.epochs": 3, "wise_ft.batch_size": 32, "wise_ft.weight_decay": 0.01,
-    })
-
-    def search_space(self, trial):
-        return suggest_training(trial, self.name, self.space)
+class WiseFT(TrainedStrategy):
+    name = "wise_ft"
+    description = "fine-tune, then interpolate with the pretrained weights; mix chosen on validation (Wortsman et al. 2022)"
+    space = TrainingSpace(lr=(1e-5, 1.5e-4))
+    defaults = {"wise_ft.lr": 5e-5, "wise_ft.epochs": 3, "wise_ft.batch_size": 32, "wise_ft.weight_decay": 0.01}
 
     def prepare(self, model, params):
-        return one_stage(model.parameters(), read_training(self.name, params), finalize=Interpolate(model),
+        return one_stage(model.parameters(), self.training(params), finalize=Interpolate(model),
                          summary="fine-tune, then weight interpolation")
 
 

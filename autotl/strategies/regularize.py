@@ -15,10 +15,9 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 
 from ..hookspecs import hookimpl
-from ..strategy import TrainingSpace, key, namespaced, one_stage, read_training, suggest_training
+from ..strategy import TrainedStrategy, TrainingSpace, namespaced, one_stage, snapshot
 
 
 class L2SPPenalty:
@@ -26,7 +25,7 @@ class L2SPPenalty:
 
     def __init__(self, anchored, free, alpha: float, beta: float):
         self.anchored = list(anchored)
-        self.start = [p.detach().clone() for p in self.anchored]  # w0: the pretrained weights
+        self.start = snapshot(self.anchored)  # w0: the pretrained weights
         self.free = list(free)
         self.alpha, self.beta = alpha, beta
 
@@ -99,94 +98,81 @@ def _defaults(name: str, **extra) -> dict:
 _SPACE = TrainingSpace(lr=(1e-5, 1.5e-4), weight_decay=None)  # the penalty is the regularizer
 
 
-@dataclass
-class L2SP:
-    name: str = "l2sp"
-    description: str = "full fine-tune with an L2-SP pull toward the pretrained weights; strength searched"
-    space: TrainingSpace = field(default_factory=lambda: _SPACE)
-    defaults: dict = field(default_factory=lambda: _defaults("l2sp", alpha=0.01, beta=1e-4))
+class L2SP(TrainedStrategy):
+    name = "l2sp"
+    description = "full fine-tune with an L2-SP pull toward the pretrained weights; strength searched"
+    space = _SPACE
+    defaults = _defaults("l2sp", alpha=0.01, beta=1e-4)
 
-    def search_space(self, trial):
-        return {
-            key(self.name, "alpha"): trial.suggest_float(key(self.name, "alpha"), 1e-4, 1.0, log=True),
-            key(self.name, "beta"): trial.suggest_float(key(self.name, "beta"), 1e-5, 1e-2, log=True),
-            **suggest_training(trial, self.name, self.space),
-        }
+    def own_space(self, trial):
+        return {self.key("alpha"): trial.suggest_float(self.key("alpha"), 1e-4, 1.0, log=True),
+                self.key("beta"): trial.suggest_float(self.key("beta"), 1e-5, 1e-2, log=True)}
 
     def prepare(self, model, params):
         penalty = L2SPPenalty(model.encoder_parameters(), model.head_parameters(),
-                              float(params[key(self.name, "alpha")]), float(params[key(self.name, "beta")]))
-        return one_stage(model.parameters(), read_training(self.name, params), penalty=penalty,
+                              float(params[self.key("alpha")]), float(params[self.key("beta")]))
+        return one_stage(model.parameters(), self.training(params), penalty=penalty,
                          summary=f"L2-SP alpha={penalty.alpha:.2g}")
 
 
-@dataclass
-class Norm:
-    """`l1` or `l2`: lambda * sum|w|^p over every weight."""
+class Norm(TrainedStrategy):
+    """`l2` (and, subclassed, `l1`): lambda * sum|w|^p over every weight."""
 
-    power: int = 2
-    name: str = "l2"
-    description: str = "full fine-tune + lambda * sum(w^2): pulls weights toward zero"
-    strength: tuple[float, float] = (1e-7, 1e-4)  # sum(w^2) of a 22M-weight MiniLM is ~3e4
-    default_strength: float = 1e-6
-    space: TrainingSpace = field(default_factory=lambda: _SPACE)
-    defaults: dict = field(default_factory=dict)
+    power = 2
+    name = "l2"
+    description = "full fine-tune + lambda * sum(w^2): pulls weights toward zero"
+    strength = (1e-7, 1e-4)  # sum(w^2) of a 22M-weight MiniLM is ~3e4
+    space = _SPACE
+    defaults = _defaults("l2", strength=1e-6)
 
-    def __post_init__(self):
-        self.defaults = self.defaults or _defaults(self.name, strength=self.default_strength)
-
-    def search_space(self, trial):
-        lam = trial.suggest_float(key(self.name, "strength"), *self.strength, log=True)
-        return {key(self.name, "strength"): lam, **suggest_training(trial, self.name, self.space)}
+    def own_space(self, trial):
+        return {self.key("strength"): trial.suggest_float(self.key("strength"), *self.strength, log=True)}
 
     def prepare(self, model, params):
-        lam = float(params[key(self.name, "strength")])
-        return one_stage(model.parameters(), read_training(self.name, params),
+        lam = float(params[self.key("strength")])
+        return one_stage(model.parameters(), self.training(params),
                          penalty=NormPenalty(model.parameters(), lam, self.power), summary=f"lambda={lam:.2g}")
 
 
-@dataclass
-class BSS:
-    name: str = "bss"
-    description: str = "full fine-tune + batch spectral shrinkage of the smallest feature singular values (Chen et al. 2019)"
-    space: TrainingSpace = field(default_factory=lambda: _SPACE)
-    defaults: dict = field(default_factory=lambda: _defaults("bss", eta=1e-3, k=1))
+class L1(Norm):
+    power = 1
+    name = "l1"
+    description = "full fine-tune + lambda * sum|w|: pulls weights toward zero, sparsely"
+    strength = (1e-8, 1e-5)
+    defaults = _defaults("l1", strength=1e-7)
 
-    def search_space(self, trial):
-        return {
-            key(self.name, "eta"): trial.suggest_float(key(self.name, "eta"), 1e-4, 1e-1, log=True),
-            key(self.name, "k"): trial.suggest_int(key(self.name, "k"), 1, 4),
-            **suggest_training(trial, self.name, self.space),
-        }
+
+class BSS(TrainedStrategy):
+    name = "bss"
+    description = "full fine-tune + batch spectral shrinkage of the smallest feature singular values (Chen et al. 2019)"
+    space = _SPACE
+    defaults = _defaults("bss", eta=1e-3, k=1)
+
+    def own_space(self, trial):
+        return {self.key("eta"): trial.suggest_float(self.key("eta"), 1e-4, 1e-1, log=True),
+                self.key("k"): trial.suggest_int(self.key("k"), 1, 4)}
 
     def prepare(self, model, params):
-        eta, k = float(params[key(self.name, "eta")]), int(params[key(self.name, "k")])
-        return one_stage(model.parameters(), read_training(self.name, params), penalty=BSSPenalty(eta, k),
+        eta, k = float(params[self.key("eta")]), int(params[self.key("k")])
+        return one_stage(model.parameters(), self.training(params), penalty=BSSPenalty(eta, k),
                          summary=f"BSS eta={eta:.2g} k={k}")
 
 
-@dataclass
-class Delta:
-    name: str = "delta"
-    description: str = "full fine-tune + pull of the head's input features toward the pretrained encoder's (Li et al. 2019)"
-    space: TrainingSpace = field(default_factory=lambda: _SPACE)
-    defaults: dict = field(default_factory=lambda: _defaults("delta", alpha=0.01))
+class Delta(TrainedStrategy):
+    name = "delta"
+    description = "full fine-tune + pull of the head's input features toward the pretrained encoder's (Li et al. 2019)"
+    space = _SPACE
+    defaults = _defaults("delta", alpha=0.01)
 
-    def search_space(self, trial):
-        alpha = trial.suggest_float(key(self.name, "alpha"), 1e-4, 1.0, log=True)
-        return {key(self.name, "alpha"): alpha, **suggest_training(trial, self.name, self.space)}
+    def own_space(self, trial):
+        return {self.key("alpha"): trial.suggest_float(self.key("alpha"), 1e-4, 1.0, log=True)}
 
     def prepare(self, model, params):
-        alpha = float(params[key(self.name, "alpha")])
-        return one_stage(model.parameters(), read_training(self.name, params),
+        alpha = float(params[self.key("alpha")])
+        return one_stage(model.parameters(), self.training(params),
                          penalty=DeltaPenalty(model, alpha), summary=f"feature pull alpha={alpha:.2g}")
 
 
 @hookimpl
 def autotl_strategies():
-    return [
-        L2SP(), BSS(), Delta(),
-        Norm(power=1, name="l1", description="full fine-tune + lambda * sum|w|: pulls weights toward zero, sparsely",
-             strength=(1e-8, 1e-5), default_strength=1e-7),
-        Norm(power=2, name="l2"),
-    ]
+    return [L2SP(), BSS(), Delta(), L1(), Norm()]

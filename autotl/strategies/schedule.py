@@ -9,10 +9,8 @@ epoch, until everything trains.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..hookspecs import hookimpl
-from ..strategy import ParamGroup, Plan, Stage, TrainingSpace, key, read_training, suggest_training
+from ..strategy import ParamGroup, Plan, Stage, TrainedStrategy, TrainingSpace
 
 
 def layer_rates(model, lr: float, decay: float) -> list[tuple[list, float]]:
@@ -20,53 +18,41 @@ def layer_rates(model, lr: float, decay: float) -> list[tuple[list, float]]:
     lr * decay**(L - i), embeddings at lr * decay**(L + 1)."""
     blocks = model.blocks()  # embeddings, layer 0 .. layer L-1
     layers = len(blocks) - 1
-    in_blocks = {id(p) for b in blocks for p in b.parameters()}
-    top = [p for p in model.parameters() if id(p) not in in_blocks]  # head, pooler
-    groups = [(top, lr)]
+    groups = [(model.outside_blocks(), lr)]  # head, pooler
     for i in range(layers - 1, -1, -1):
         groups.append((list(blocks[1 + i].parameters()), lr * decay ** (layers - i)))
     groups.append((list(blocks[0].parameters()), lr * decay ** (layers + 1)))
     return groups
 
 
-@dataclass
-class LLRD:
-    name: str = "llrd"
-    description: str = "layer-wise lr decay: lower layers learn slower (ULMFiT, ELECTRA)"
-    space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(2e-5, 3e-4), epochs=(2, 6)))
-    defaults: dict = field(default_factory=lambda: {
-        "llrd.decay": 0.8, "llrd.lr": 1e-4, "llrd.epochs": 3, "llrd.batch_size": 32, "llrd.weight_decay": 0.01,
-    })
+class LLRD(TrainedStrategy):
+    name = "llrd"
+    description = "layer-wise lr decay: lower layers learn slower (ULMFiT, ELECTRA)"
+    space = TrainingSpace(lr=(2e-5, 3e-4), epochs=(2, 6))
+    defaults = {"llrd.decay": 0.8, "llrd.lr": 1e-4, "llrd.epochs": 3, "llrd.batch_size": 32,
+                "llrd.weight_decay": 0.01}
 
-    def search_space(self, trial):
-        decay = trial.suggest_float(key(self.name, "decay"), 0.5, 0.95)
-        return {key(self.name, "decay"): decay, **suggest_training(trial, self.name, self.space)}
+    def own_space(self, trial):
+        return {self.key("decay"): trial.suggest_float(self.key("decay"), 0.5, 0.95)}
 
     def prepare(self, model, params):
-        t = read_training(self.name, params)
-        decay = float(params[key(self.name, "decay")])
+        t = self.training(params)
+        decay = float(params[self.key("decay")])
         groups = tuple(ParamGroup(tuple(ps), rate, t.weight_decay) for ps, rate in layer_rates(model, t.lr, decay))
         return Plan((Stage(groups, t.epochs),), batch_size=t.batch_size, summary=f"lr x{decay:.2f} per layer down")
 
 
-@dataclass
-class GradualUnfreeze:
-    name: str = "gradual_unfreeze"
-    description: str = "ULMFiT: head and top layer train first, one more layer each epoch"
-    space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(2e-5, 3e-4), epochs=(3, 6)))
-    defaults: dict = field(default_factory=lambda: {
-        "gradual_unfreeze.lr": 1e-4, "gradual_unfreeze.epochs": 4, "gradual_unfreeze.batch_size": 32,
-        "gradual_unfreeze.weight_decay": 0.01,
-    })
-
-    def search_space(self, trial):
-        return suggest_training(trial, self.name, self.space)
+class GradualUnfreeze(TrainedStrategy):
+    name = "gradual_unfreeze"
+    description = "ULMFiT: head and top layer train first, one more layer each epoch"
+    space = TrainingSpace(lr=(2e-5, 3e-4), epochs=(3, 6))
+    defaults = {"gradual_unfreeze.lr": 1e-4, "gradual_unfreeze.epochs": 4, "gradual_unfreeze.batch_size": 32,
+                "gradual_unfreeze.weight_decay": 0.01}
 
     def prepare(self, model, params):
-        t = read_training(self.name, params)
+        t = self.training(params)
         blocks = model.blocks()
-        in_blocks = {id(p) for b in blocks for p in b.parameters()}
-        top = [p for p in model.parameters() if id(p) not in in_blocks]
+        top = model.outside_blocks()
         stages = []
         for epoch in range(t.epochs):
             # epoch 0: head + top layer; each later epoch one block more; the last epoch

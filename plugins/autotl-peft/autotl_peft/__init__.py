@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import autotl
-from autotl.strategy import TrainingSpace, key, one_stage, read_training, suggest_training
+from autotl.strategy import TrainedStrategy, TrainingSpace, one_stage
 
 __version__ = "0.1.0"
 
@@ -28,59 +26,47 @@ def _adapters(model, marker: str) -> list:
     return [p for n, p in model.encoder.named_parameters() if marker in n]
 
 
-@dataclass
-class Lora:
-    name: str = "lora"
-    description: str = "low-rank adapters (Hu et al. 2022) + head; merged into the weights before export"
-    space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(1e-4, 3e-3), epochs=(2, 5),
-                                                                       weight_decay=None))
-    defaults: dict = field(default_factory=lambda: {
-        "lora.rank": 8, "lora.alpha": 16, "lora.targets": "attention",
-        "lora.lr": 5e-4, "lora.epochs": 3, "lora.batch_size": 32,
-    })
+class Lora(TrainedStrategy):
+    name = "lora"
+    description = "low-rank adapters (Hu et al. 2022) + head; merged into the weights before export"
+    space = TrainingSpace(lr=(1e-4, 3e-3), epochs=(2, 5), weight_decay=None)
+    defaults = {"lora.rank": 8, "lora.alpha": 16, "lora.targets": "attention",
+                "lora.lr": 5e-4, "lora.epochs": 3, "lora.batch_size": 32}
 
-    def search_space(self, trial):
-        return {
-            key(self.name, "rank"): trial.suggest_categorical(key(self.name, "rank"), [4, 8, 16, 32]),
-            key(self.name, "alpha"): trial.suggest_categorical(key(self.name, "alpha"), [8, 16, 32, 64]),
-            key(self.name, "targets"): trial.suggest_categorical(key(self.name, "targets"), list(TARGETS)),
-            **suggest_training(trial, self.name, self.space),
-        }
+    def own_space(self, trial):
+        return {self.key("rank"): trial.suggest_categorical(self.key("rank"), [4, 8, 16, 32]),
+                self.key("alpha"): trial.suggest_categorical(self.key("alpha"), [8, 16, 32, 64]),
+                self.key("targets"): trial.suggest_categorical(self.key("targets"), list(TARGETS))}
 
     def prepare(self, model, params):
         from peft import LoraConfig, LoraModel
 
-        rank, alpha = int(params[key(self.name, "rank")]), int(params[key(self.name, "alpha")])
-        targets = params[key(self.name, "targets")]
+        rank, alpha = int(params[self.key("rank")]), int(params[self.key("alpha")])
+        targets = params[self.key("targets")]
         config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.1, target_modules=TARGETS[targets])
         tuner = LoraModel(model.encoder, config, "default")  # injects in place
-        return one_stage(_adapters(model, "lora_") + model.head_parameters(), read_training(self.name, params),
+        return one_stage(_adapters(model, "lora_") + model.head_parameters(), self.training(params),
                          finalize=Merge(tuner), summary=f"LoRA r={rank} alpha={alpha} on {targets}")
 
 
 IA3_TARGETS = ("default", "keys_values")  # default: keys, values and the feed-forward output
 
 
-@dataclass
-class IA3:
-    name: str = "ia3"
-    description: str = "IA3 rescaling vectors (Liu et al. 2022) + head; merged into the weights before export"
-    space: TrainingSpace = field(default_factory=lambda: TrainingSpace(lr=(1e-3, 3e-2), epochs=(2, 6),
-                                                                       weight_decay=None))
-    defaults: dict = field(default_factory=lambda: {
-        "ia3.targets": "default", "ia3.lr": 5e-3, "ia3.epochs": 4, "ia3.batch_size": 32,
-    })
+class IA3(TrainedStrategy):
+    name = "ia3"
+    description = "IA3 rescaling vectors (Liu et al. 2022) + head; merged into the weights before export"
+    space = TrainingSpace(lr=(1e-3, 3e-2), epochs=(2, 6), weight_decay=None)
+    defaults = {"ia3.targets": "default", "ia3.lr": 5e-3, "ia3.epochs": 4, "ia3.batch_size": 32}
 
-    def search_space(self, trial):
-        targets = trial.suggest_categorical(key(self.name, "targets"), list(IA3_TARGETS))
-        return {key(self.name, "targets"): targets, **suggest_training(trial, self.name, self.space)}
+    def own_space(self, trial):
+        return {self.key("targets"): trial.suggest_categorical(self.key("targets"), list(IA3_TARGETS))}
 
     def prepare(self, model, params):
         from peft import IA3Config, IA3Model
         from peft.utils import (TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD,
                                 TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS_BY_TYPE)
 
-        targets = params[key(self.name, "targets")]
+        targets = params[self.key("targets")]
         kind = model.config.model_type
         if kind not in TARGETS_BY_TYPE:
             raise ValueError(f"peft has no IA3 defaults for model type '{kind}'")
@@ -90,7 +76,7 @@ class IA3:
             kv = [m for m in TARGETS_BY_TYPE[kind] if m not in FEEDFORWARD[kind]]
             config = IA3Config(target_modules=kv, feedforward_modules=[])
         tuner = IA3Model(model.encoder, config, "default")
-        return one_stage(_adapters(model, "ia3_") + model.head_parameters(), read_training(self.name, params),
+        return one_stage(_adapters(model, "ia3_") + model.head_parameters(), self.training(params),
                          finalize=Merge(tuner), summary=f"IA3 on {targets.replace('_', ' ')}")
 
 
