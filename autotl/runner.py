@@ -182,7 +182,7 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
                 log.warning("trial %d's model could not be uploaded to the artifact store (%s); its score "
                             "stands, but `autotl export` cannot fetch it", trial.number, reason)
 
-    objective = Objective(setup, on_complete=keep_and_upload, refit=refit)
+    objective = Objective(setup, on_complete=keep_and_upload)
 
     skipped = []  # consecutive trials skipped for lack of time
 
