@@ -124,7 +124,8 @@ def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "
     from .errors import DataError
     from .objective import WORKER_ID
     from .runner import work as run_trials
-    from .study import check_identity, load_config, load_study, open_storage
+    from .storage import open_storage
+    from .study import check_identity, load_config, load_study
 
     if threads:
         import torch
@@ -165,7 +166,8 @@ def export_best(*, storage: str, study_name: str = "autotl", out, artifacts=None
     """Write the study's best model (uploaded by whichever worker trained it) as OUT/best."""
     from .artifacts import export_best as export_from_store
     from .artifacts import open_artifacts
-    from .study import load_config, load_study, open_storage
+    from .storage import open_storage
+    from .study import load_config, load_study
 
     study = load_study(open_storage(storage, None), study_name)
     return export_from_store(study, open_artifacts(_artifact_dir(artifacts, load_config(study))), Path(out))

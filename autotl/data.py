@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import codecs
 import enum
 import hashlib
-import io
 import json
 import logging
-import os
 import re
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from autotl.errors import DataError, UsageError, did_you_mean
+
+from .csvread import _NUM, Columns, check_field_sizes
+from .csvread import read_columns as _read
 
 log = logging.getLogger("autotl")
 
@@ -27,10 +24,10 @@ TEXT_NAMES = ("text", "sentence", "review", "content", "body", "document", "mess
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "sentiment", "intent",
                "score", "rating", "valence")
 MIN_TRAIN_ROWS = 4
-_INT = re.compile(r"[+-]?\d+")
-_NUM = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INT = re.compile(r"[+-]?\d{1,4000}")  # int() refuses longer digit strings (Python's 4300-digit cap)
+_NAN = re.compile(r"[+-]?nan", re.IGNORECASE)  # str(float("nan")); as missing as a blank cell
+_INF = re.compile(r"[+-]?inf(?:inity)?", re.IGNORECASE)
 
-Columns = dict[str, list]  # column name -> values as str, None where missing
 
 
 class Task(str, enum.Enum):
@@ -89,8 +86,11 @@ def load_data(data, *, text_col=None, label_col=None, val=None, val_frac=0.2, te
     """
     if not 0 < val_frac < 1:
         raise UsageError(f"val_frac must satisfy 0 < val_frac < 1, got {val_frac}")
-    cols, name = _read(data, encoding, "<DataFrame>")
+    text_col, label_col = _as_name(text_col), _as_name(label_col)
+    cols, name = _read(data, encoding, "<DataFrame>", named=(text_col, label_col))
     tcol, lcol = _pick_columns(cols, name, text_col, label_col)
+    check_field_sizes(cols, name, (tcol, lcol))
+    cols[lcol] = _nan_as_missing(cols[lcol])
     texts, labels, dropped = _usable(cols, name, tcol, lcol)
     task, label_names = _infer_task(labels, name, lcol)
     targets = _encode(labels, task, label_names, name)
@@ -126,100 +126,18 @@ def read_texts(data, text_col: str | None = None, encoding: str = "utf-8", hint:
     Keeps every row (missing texts become "") so predictions line up with the input.
     `hint` is added to the error when `text_col` is missing.
     """
-    cols, name = _read(data, encoding, "<DataFrame>")
+    text_col = _as_name(text_col)
+    cols, name = _read(data, encoding, "<DataFrame>", named=(text_col,))
     if text_col is not None:
         _need(cols, name, text_col, hint)
     col = text_col if text_col is not None else _infer_text(cols, exclude=None)
+    check_field_sizes(cols, name, (col,))
     return col, [v if v is not None else "" for v in cols[col]]
 
 
-# -- reading -------------------------------------------------------------------------------
-
-def _read(data, encoding: str, frame_name: str) -> tuple[Columns, str]:
-    """Columns of a CSV path or DataFrame, every value a str or None (missing)."""
-    if isinstance(data, pd.DataFrame):
-        return {str(c): _frame_column(data[c]) for c in data.columns}, frame_name
-    if not isinstance(data, (str, os.PathLike)):
-        raise UsageError(f"data must be a CSV path or a pandas DataFrame, "
-                         f"got {type(data).__name__}")
-    path, name = Path(data), str(data)
-    if not path.exists():
-        raise DataError(f"{name} not found; check the path")
-    if path.is_dir():
-        raise DataError(f"{name} is a directory; pass the CSV file inside it")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read {name}: {e.strerror}; check its permissions") from None
-    frame = _parse(_decode(raw, name, encoding), name)
-    return {c: [v if v.strip() else None for v in frame[c].tolist()] for c in frame.columns}, name
-
-
-def _frame_column(series: pd.Series) -> list:
-    values = [_cell(v) for v in series.tolist()]
-    # pandas stores an int column with gaps as float (1 -> 1.0); undo that, or integer
-    # class labels would look like regression values
-    if series.dtype.kind == "f" and series.isna().any() and (series.dropna() % 1 == 0).all():
-        values = [None if v is None else str(int(float(v))) for v in values]
-    return values
-
-
-def _cell(v) -> str | None:
-    """A DataFrame value as str, or None when missing (None, NaN, NA, blank)."""
-    if isinstance(v, str):
-        return v if v.strip() else None
-    try:
-        if v is None or bool(pd.isna(v)):
-            return None
-    except (TypeError, ValueError):  # array-like cell: pd.isna gives an array
-        pass
-    return str(v)
-
-
-def _decode(raw: bytes, name: str, encoding: str) -> str:
-    try:
-        codec = codecs.lookup(encoding).name
-    except LookupError:
-        raise UsageError(f"unknown encoding '{encoding}'; use a Python codec name such as "
-                         f"utf-8 or latin-1") from None
-    if not raw.strip():
-        raise DataError(f"{name} is empty; it needs a header line (e.g. text,label) and data rows")
-    if b"\x00" in raw:  # text CSVs never hold NUL bytes; UTF-16 and binary files do
-        raise DataError(f"{name} is not a CSV: it holds NUL bytes (binary or UTF-16); "
-                        f"save it as a UTF-8 CSV")
-    if codec == "utf-8" and raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8):]
-    try:
-        return raw.decode(codec)
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        shown = "UTF-8" if codec == "utf-8" else encoding
-        fix = "re-save it as UTF-8 or pass --encoding latin-1" if codec == "utf-8" else \
-            "pass the file's actual encoding with --encoding"
-        raise DataError(f"{name} is not {shown}: invalid byte 0x{raw[e.start]:02x} at line {line}; "
-                        f"{fix}") from None
-
-
-def _parse(text: str, name: str) -> pd.DataFrame:
-    try:
-        with warnings.catch_warnings():
-            # pandas only warns when a row has more fields than the header, then drops them
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
-                                na_filter=False, index_col=False)
-    except (pd.errors.ParserError, pd.errors.ParserWarning) as e:
-        detail = re.sub(r"^Error tokenizing data\. C error: ", "", " ".join(str(e).split()))
-        raise DataError(f"{name} is not a valid CSV: {detail}; quote fields that contain "
-                        f"commas or line breaks") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{name} is empty; it needs a header line and data rows") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if any(_NUM.fullmatch(c) for c in frame.columns):
-        raise DataError(f"{name} has no header: its first line looks like data "
-                        f"({', '.join(frame.columns)}); add a header line such as text,label")
-    if frame.empty:
-        raise DataError(f"{name} has a header ({', '.join(frame.columns)}) but no data rows")
-    return frame
+def _as_name(col) -> str | None:
+    """A column name as given (DataFrame columns may be ints) -> the str that `_read` uses."""
+    return None if col is None else str(col)
 
 
 # -- columns, labels, task -------------------------------------------------------------------
@@ -285,7 +203,27 @@ def _usable(cols: Columns, name: str, tcol: str, lcol: str) -> tuple[list[str], 
     return [t for t, _ in pairs], [lab for _, lab in pairs], dropped
 
 
+def _nan_as_missing(values: list) -> list:
+    """'nan' (how str() writes a missing float) in an otherwise numeric column is a missing
+    label, as a blank cell or a DataFrame NaN is: the row is dropped with the others."""
+    present = [v.strip() for v in values if v is not None]
+    nans = {v for v in present if _NAN.fullmatch(v)}
+    if not nans or not all(v in nans or _NUM.fullmatch(v) or _INF.fullmatch(v) for v in present):
+        return values
+    return [None if v is not None and v.strip() in nans else v for v in values]
+
+
+def _check_finite(labels: list[str], name: str) -> None:
+    """Numbers with an infinite among them: refused, never a class name or a training target."""
+    infinite = [v for v in labels if _INF.fullmatch(v)]
+    if infinite and all(_NUM.fullmatch(v) or _INF.fullmatch(v) for v in labels):
+        raise DataError(f"{name} has labels that are not finite numbers: {_listing(infinite)} "
+                        f"({len(infinite)} row{'s' * (len(infinite) != 1)}); fix or remove those rows "
+                        f"(a missing label may be left blank)")
+
+
 def _infer_task(labels: list[str], name: str, lcol: str) -> tuple[Task, tuple[str, ...]]:
+    _check_finite(labels, f"label column '{lcol}' in {name}")
     if labels and all(_NUM.fullmatch(v) for v in labels) and \
             not all(_INT.fullmatch(v) for v in labels):
         if len(set(map(float, labels))) < 2:
@@ -306,11 +244,18 @@ def _infer_task(labels: list[str], name: str, lcol: str) -> tuple[Task, tuple[st
 def _encode(labels: list[str], task: Task, label_names: tuple[str, ...], name: str) -> np.ndarray:
     """Targets for `labels`: class ids of known classes, or float values for regression."""
     if task is Task.REGRESSION:
+        _check_finite(labels, name)
         bad = [v for v in labels if not _NUM.fullmatch(v)]
         if bad:
             raise DataError(f"{name} has non-numeric labels for a regression target: "
                             f"{_listing(bad)}; use numbers only")
-        return np.asarray([float(v) for v in labels], dtype=np.float32)
+        with np.errstate(over="ignore"):  # overflow is reported below
+            values = np.asarray([float(v) for v in labels], dtype=np.float32)
+        huge = [v for v, x in zip(labels, values) if not np.isfinite(x)]
+        if huge:
+            raise DataError(f"{name} has labels beyond the float32 range (±3.4e38): {_listing(huge)}; "
+                            f"rescale the target")
+        return values
     if all(_INT.fullmatch(n) for n in label_names):  # "07" and "7" are the same integer class
         labels = [str(int(v)) if _INT.fullmatch(v) else v for v in labels]
     index = {n: i for i, n in enumerate(label_names)}
@@ -321,10 +266,11 @@ def _encode(labels: list[str], task: Task, label_names: tuple[str, ...], name: s
     return np.asarray([index[v] for v in labels], dtype=np.int64)
 
 
-def _listing(values, limit: int = 5) -> str:
+def _listing(values, limit: int = 5, width: int = 40) -> str:
     unique = list(dict.fromkeys(values))
     more = f" (+{len(unique) - limit} more)" if len(unique) > limit else ""
-    return ", ".join(f"'{v}'" for v in unique[:limit]) + more
+    shown = (v if len(v) <= width else f"{v[:width - 3]}..." for v in map(str, unique[:limit]))
+    return ", ".join(f"'{v}'" for v in shown) + more
 
 
 # -- splits ------------------------------------------------------------------------------------
@@ -358,9 +304,11 @@ def _take(texts: list[str], targets: np.ndarray, idx: np.ndarray) -> Split:
 def _extra(data, frame_name: str, encoding: str, tcol: str, lcol: str, task: Task,
            label_names: tuple[str, ...]) -> tuple[Split, int]:
     """A separate validation or test set, read with the training data's columns and classes."""
-    cols, name = _read(data, encoding, frame_name)
+    cols, name = _read(data, encoding, frame_name, named=(tcol, lcol))
     _need(cols, name, tcol)
     _need(cols, name, lcol)
+    check_field_sizes(cols, name, (tcol, lcol))
+    cols[lcol] = _nan_as_missing(cols[lcol])
     texts, labels, dropped = _usable(cols, name, tcol, lcol)
     if not texts:
         raise DataError(f"{name} has no rows with both text and label; fill in column "

@@ -91,11 +91,15 @@ def save_ensemble(models: Sequence[nn.Module], tokenizer, run_dir, member_infos:
     tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(tmp)  # the ensemble directory loads a tokenizer like a model directory
     (tmp / INFO).write_text(json.dumps({**info, "members": names, "kind": KIND}, indent=2, default=str) + "\n")
+    from .export import fsync_dir, fsync_tree
+
+    fsync_tree(tmp)  # on disk before the rename makes it the ensemble
     target, old = run_dir / FOLDER, run_dir / f"{FOLDER}.old"
     restore_ensemble(run_dir)
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
+    fsync_dir(run_dir)
     shutil.rmtree(old, ignore_errors=True)
     return target
 
@@ -111,13 +115,16 @@ def restore_ensemble(run_dir) -> None:
 
 
 def find_ensemble(path) -> Path | None:
-    """The ensemble directory at `path` (itself, or RUN_DIR/ensemble), None if there is none."""
+    """The ensemble directory at `path` (itself, or RUN_DIR/ensemble), None if there is none.
+    Read-only: a swap a writer left half done is read from `ensemble.old` in place (only
+    writers rename)."""
     path = Path(path)
     if (path / INFO).is_file():
         return path
-    if path.is_dir():
-        restore_ensemble(path)
-    return path / FOLDER if (path / FOLDER / INFO).is_file() else None
+    for folder in (path / FOLDER, path / f"{FOLDER}.old"):
+        if (folder / INFO).is_file():
+            return folder
+    return None
 
 
 def load_ensemble(path, device: str = "cpu") -> tuple[EnsembleModel, object, dict]:
@@ -132,7 +139,13 @@ def load_ensemble(path, device: str = "cpu") -> tuple[EnsembleModel, object, dic
     folder = find_ensemble(path)
     if folder is None:
         raise ModelError(f"{path} holds no ensemble (no {FOLDER}/{INFO})")
-    info = json.loads((folder / INFO).read_text())
+    try:
+        info = json.loads((folder / INFO).read_text())
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder / INFO} is unreadable ({exc}); run the same `autotl search` command with "
+                         "--ensemble again") from None
     names = info.get("members") or []
     if not names:
         raise ModelError(f"{folder / INFO} lists no members; run the search again to rewrite it")
@@ -141,5 +154,5 @@ def load_ensemble(path, device: str = "cpu") -> tuple[EnsembleModel, object, dic
     info = {**first, **info}
     task = (info.get("data") or {}).get("task")
     regression = task == "regression" if task else members[0].config.problem_type == "regression"
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     return EnsembleModel(members, regression=regression).to(device).eval(), tokenizer, info

@@ -25,7 +25,7 @@ from pathlib import Path
 from . import candidates
 from .batching import concat
 from .errors import AutotlError
-from .export import INFO, find_best, save_best
+from .export import save_best
 from .objective import STRATEGY, head_of, run_params
 
 log = logging.getLogger("autotl")
@@ -47,8 +47,11 @@ def info_for(base: dict, trial, summary: str, outcome=None) -> dict:
 
 
 def read_info(run_dir: Path) -> dict | None:
+    """best/autotl.json, or None when there is no readable one."""
+    from .export import read_info as read_checked
+
     try:
-        return json.loads((find_best(run_dir) / INFO).read_text())
+        return read_checked(run_dir)
     except AutotlError:
         return None
 
@@ -183,33 +186,34 @@ def _trained_model(trial, setup, run_dir: Path):
     return run_params(replace(setup, fit=fit), dict(trial.params), desc=f"rebuild trial {trial.number}").model
 
 
-def score_test(path: Path, target, setup) -> dict:
-    """Score the exported model at `path` (best/ or the ensemble) on --test once, with every
-    metric of the task; the scores go into its autotl.json (ensemble.json)."""
+def score_test(path: Path, target, setup, *, trial: int | None = None, study: str | None = None) -> dict:
+    """Score the exported model at `path` (RUN_DIR for best/, or the ensemble directory) on
+    --test once, with every metric of the task, and store the scores in its autotl.json
+    (ensemble.json). For best/ the write happens under the swap's lock and only if best/
+    still holds `trial` of `study`."""
     from .batching import encode
-    from .export import load_model
+    from .export import load_model, update_info
     from .metrics import METRICS
     from .train import infer, predictions
 
-    model, tokenizer, info = load_model(path, setup.fit.device)
+    path = Path(path)
+    model, tokenizer, info = load_model(path if trial is None else path / "best", setup.fit.device)
     encoded = encode(tokenizer, target.test.texts, target.test.targets, info["max_length"], key="test")
     outputs = infer(model, encoded, pad_id=tokenizer.pad_token_id or 0, device=setup.fit.device)
     predicted = predictions(outputs, setup.fit.regression)
     metrics = {name: m(target.test.targets, predicted) for name, m in METRICS.items()
                if m.task == target.task.value}
     scores = {"rows": len(encoded), "metrics": metrics}
-    file = _info_file(Path(path))
+    if trial is not None:
+        if not update_info(path, trial, study, {"scores": {"test": scores}}):
+            log.warning("best/ no longer holds trial %d: its test score is not recorded there", trial)
+        return {**info, "scores": {**(info.get("scores") or {}), "test": scores}}
+    file = path / "ensemble.json"
     stored = json.loads(file.read_text())
     stored.setdefault("scores", {})["test"] = scores
     tmp = file.with_suffix(".tmp")
     tmp.write_text(json.dumps(stored, indent=2, default=str) + "\n")
     os.replace(tmp, file)
     return stored
-
-
-def _info_file(path: Path) -> Path:
-    if (path / "ensemble.json").is_file():
-        return path / "ensemble.json"
-    return find_best(path) / INFO
 
 

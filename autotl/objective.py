@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .batching import Encoded
 from .errors import StrategyError
 from .heartbeat import Heartbeat
+from .redact import mask
 from .model import Pooling, TransferModel, build_model
 from .plugins import Registered
 from .train import FitResult, FitSettings, fit, release_memory
@@ -192,22 +193,17 @@ class Objective:
         raise StrategyError("out of GPU memory even in micro-batches of half the batch; lower --max-length, "
                             "run fewer --trials-per-device, or use a GPU with more memory")
 
-    def __call__(self, trial) -> float:
+    def _worth_running(self, trial, name: str, params: dict) -> None:
+        """Prune at once a repeat of a configuration that ran, or one that would not finish
+        in what is left of the budget (neither counts toward n_trials)."""
         import optuna
 
-        setup = self.setup
-        trial.set_user_attr("worker", WORKER_ID)
-        name = trial.suggest_categorical(STRATEGY, list(setup.strategies))
-        strategy = setup.strategies[name].strategy
-        # A strategy that fixes its head (the baseline recipe) has no pooling to search.
-        pooling = getattr(strategy, "head", None) or trial.suggest_categorical(POOLING, list(setup.poolings))
-        trial.set_user_attr("head", pooling)
-        params = {STRATEGY: name, POOLING: pooling, **strategy.search_space(trial)}
         earlier = _same_configuration(trial)
         if earlier is not None:  # e.g. the sampler drew the parameterless baseline again
             trial.set_user_attr(DUPLICATE_OF, earlier)
             raise optuna.TrialPruned(f"same configuration as trial {earlier}")
-        left = setup.fit.deadline.remaining() if setup.fit.deadline is not None else None
+        deadline = self.setup.fit.deadline
+        left = deadline.remaining() if deadline is not None else None
         # Only the trial itself must fit: should it win without time for its refit, its own
         # model is final (measured: on a few hundred rows a strong configuration trained on
         # 80% of them beats a weak one refit on all, by far).
@@ -216,13 +212,26 @@ class Objective:
             trial.set_user_attr(SKIPPED, f"needs about {needed:.0f} s, {max(0.0, left):.0f} s left")
             raise optuna.TrialPruned(f"skipped: needs about {needed:.0f} s")
 
+    def __call__(self, trial) -> float:
+        import optuna
+
+        setup, params = self.setup, None
+
         def report(epoch: int, score: float, epochs_left: int) -> None:
             trial.report(score, epoch)
             # A trial's last epoch is never pruned: its result costs nothing more to keep.
             if epochs_left > 0 and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} ({score:.4f})")
 
-        try:
+        try:  # from its first line: a Ctrl-C anywhere in the trial is recorded and re-queued
+            trial.set_user_attr("worker", WORKER_ID)
+            name = trial.suggest_categorical(STRATEGY, list(setup.strategies))
+            strategy = setup.strategies[name].strategy
+            # A strategy that fixes its head (the baseline recipe) has no pooling to search.
+            pooling = getattr(strategy, "head", None) or trial.suggest_categorical(POOLING, list(setup.poolings))
+            trial.set_user_attr("head", pooling)
+            params = {STRATEGY: name, POOLING: pooling, **strategy.search_space(trial)}
+            self._worth_running(trial, name, params)
             with Heartbeat(trial.study, trial._trial_id):  # silent past the grace, it is taken for dead
                 outcome = self._run(trial, params, report, f"trial {trial.number} {name}/{pooling}")
         except optuna.TrialPruned:
@@ -230,10 +239,10 @@ class Objective:
         except KeyboardInterrupt:
             trial.set_user_attr("error", "interrupted (Ctrl-C); re-queued")
             trial.set_user_attr("interrupted", True)
-            self.interrupted = params
+            self.interrupted = params  # None when cut before its parameters were drawn
             raise
         except Exception as exc:
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            trial.set_user_attr("error", mask(f"{type(exc).__name__}: {exc}"))  # kept in the study and report
             log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
             raise
         result = outcome.result
@@ -253,7 +262,7 @@ class Objective:
             try:
                 self.on_complete(trial, outcome)
             except Exception as exc:  # say why on the trial: "no trial finished" then names it
-                trial.set_user_attr("error", f"after training: {type(exc).__name__}: {exc}")
+                trial.set_user_attr("error", mask(f"after training: {type(exc).__name__}: {exc}"))
                 raise
         self.pending[trial.number] = outcome
         return result.best_score

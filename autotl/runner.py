@@ -10,9 +10,10 @@ from optuna.trial import TrialState
 
 from . import candidates
 from . import study as studies
+from .storage import open_storage, storage_arg
 from .decide import CHOICE
 from .errors import AutotlError, UsageError
-from .export import restore_best, save_best
+from .export import clean_leftovers, restore_best, save_best
 from .final import final_model, holds, info_for, read_info, refit_seconds, score_test
 from .objective import POOLING, SKIPPED, STRATEGY, Objective, compact
 from .report import leaderboard, write_leaderboard, write_report
@@ -34,9 +35,10 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     setup, target, run_dir = prepared.setup, prepared.target, config.run_dir
     _claim(run_dir, config.study_name, prepared.identity["data"])
     restore_best(run_dir)
+    clean_leftovers(run_dir)  # temporary directories of writers that crashed
     rows = len(setup.train) + len(setup.val)
     study = studies.create_or_resume(
-        storage=studies.open_storage(config.storage, run_dir), study_name=config.study_name,
+        storage=open_storage(config.storage, run_dir), study_name=config.study_name,
         identity=prepared.identity, maximize=setup.fit.metric.maximize, seed=config.seed,
         portfolio=first_trials(setup.strategies, setup.poolings, rows, config.portfolio,
                                each_strategy=config.strategies is not None),
@@ -46,6 +48,7 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     if studies.VAL_TARGETS not in study.user_attrs:  # what every trial's validation predictions are scored against
         study.set_user_attr(studies.VAL_TARGETS, compact(setup.val.targets))
     store = open_artifacts(config.artifacts)
+    clean_leftovers(store.root)  # uploads cut short by a crash
     info_base = {"backbone": prepared.backbone.name, "metric": setup.fit.metric.name, "data": target.schema(),
                  "study": config.study_name}
     run = dict(tokenizer=prepared.tokenizer, run_dir=run_dir, store=store, budget=budget, n_trials=config.n_trials,
@@ -58,7 +61,7 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
         from .workers import run_workers
 
         # A worker that cannot join fails the search (WorkerError); it never falls back to one process.
-        interrupted = run_workers(slots, storage=studies.storage_arg(config.storage, run_dir),
+        interrupted = run_workers(slots, storage=storage_arg(config.storage, run_dir),
                                   study_name=config.study_name)
         # A worker killed mid-trial left it RUNNING: fail and re-queue it, and run what is
         # left of the budget here (the survivors may have stopped before it was re-queued).
@@ -142,7 +145,7 @@ def _finish(study, best, setup, target, config, *, store, tokenizer, run_dir, bu
         final_ensemble(study, chosen, setup, tokenizer, run_dir, size=config.ensemble, max_length=max_length,
                        info_base=info_base, refit=refit, budget=budget)
     if target.test is not None:
-        info = score_test(run_dir, target, setup)
+        info = score_test(run_dir, target, setup, trial=chosen.number, study=study.study_name)
         if (run_dir / "ensemble").is_dir():
             score_test(run_dir / "ensemble", target, setup)
     return info

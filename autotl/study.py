@@ -1,10 +1,9 @@
-"""The Optuna study: storage, sampler, pruner, the literature portfolio, resume and budget."""
+"""The Optuna study: its record (config, identity), sampler, pruners, resume, dead trials."""
 
 from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -14,35 +13,7 @@ from .objective import DUPLICATE_OF, POOLING, SKIPPED, STRATEGY
 
 log = logging.getLogger("autotl")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-
-
-def storage_arg(url: str | None, run_dir: Path) -> str:
-    """The storage as a worker process is told it: a URL, or the journal file's path."""
-    if url is not None and "://" in url:
-        return url
-    return str(Path(url) if url else run_dir / "study.journal")
-
-
-def open_storage(url: str | None, run_dir: Path | None):
-    """A journal file in the run directory by default (safe for several local processes);
-    a ``*.journal``/``*.log`` path as a journal file; any other string as an Optuna URL.
-    Dead workers are found by their trials' heartbeats on every storage (heartbeat.py)."""
-    if url is None or not ("://" in url):
-        path = Path(storage_arg(url, run_dir))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        return JournalStorage(JournalFileBackend(str(path)))
-    try:
-        return optuna.storages.get_storage(url)
-    except Exception as exc:  # bad URL, missing driver, unreachable server
-        raise UsageError(f"cannot open storage '{url}': {type(exc).__name__}: {exc}") from None
-
-
-REQUEUED_FROM = "requeued_from"
+REQUEUED_FROM = "requeued_from"  # user attr of a trial queued again: the trial whose worker died
 VAL_TARGETS = "val_targets"  # study user attr: the validation rows' targets, for standard errors
 
 

@@ -62,7 +62,10 @@ class _Worker:
         self.reader.start()
 
     def _forward(self) -> None:
+        from .redact import mask
+
         for line in self.proc.stderr:
+            line = mask(line)
             sys.stderr.write(line)
             if line.strip():
                 self.last_line = line.strip()

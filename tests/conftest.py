@@ -82,3 +82,30 @@ def fake_plugin(tmp_path, monkeypatch):
         return str(root)
 
     return install
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Any bad-input case must fail before the study (and so any training) starts."""
+    import autotl.runner
+    import autotl.train
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training started before the bad input was reported")
+
+    monkeypatch.setattr(autotl.runner, "run_study", forbidden)
+    monkeypatch.setattr(autotl.train, "fit", forbidden)
+
+
+def fails(capsys, argv) -> str:
+    """Run the CLI, check the one-line error contract, return the error line."""
+    from autotl.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 2, (code, out, err)
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert "Traceback" not in err, err
+    assert not any(line.startswith("error") for line in out.splitlines()), out
+    return errors[0]

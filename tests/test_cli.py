@@ -17,7 +17,7 @@ from autotl.cli import duration, main
 from autotl.plugins import Registry
 from autotl.testing import sentiment_rows
 
-from conftest import BUILTINS  # noqa: E402  (strategy -> the entry point that provides it)
+from conftest import BUILTINS, fails  # noqa: E402  (strategy -> the entry point that provides it)
 INSTALLED = sorted(Registry().strategies())  # built-ins plus installed plugins (autotl-peft)
 SEARCHED = ["freeze", "full_finetune", "l2sp", "linear_probe"]  # the CLI end-to-end search's four
 LEADERBOARD_COLUMNS = ["trial", "state", "strategy", "head", "score", "se", "best_epoch", "epochs", "seconds",
@@ -41,31 +41,6 @@ def read_csv_rows(path_or_text, *, text=False) -> tuple[list[str], list[dict]]:
 
 
 # -- bad input: exit 2, one "error:" line, no traceback, nothing trained ------------------------
-
-@pytest.fixture
-def no_training(monkeypatch):
-    """Any bad-input case must fail before the study (and so any training) starts."""
-    import autotl.runner
-    import autotl.train
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("training started before the bad input was reported")
-
-    monkeypatch.setattr(autotl.runner, "run_study", forbidden)
-    monkeypatch.setattr(autotl.train, "fit", forbidden)
-
-
-def fails(capsys, argv) -> str:
-    """Run the CLI, check the one-line error contract, return the error line."""
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert code == 2, (code, out, err)
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err, err
-    assert not any(line.startswith("error") for line in out.splitlines()), out
-    return errors[0]
-
 
 def _bad_csvs(tmp_path):
     latin1 = tmp_path / "latin1.csv"

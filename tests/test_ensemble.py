@@ -99,14 +99,17 @@ def test_saved_ensemble_round_trips(members, tokenizer, tmp_path):
         assert info["scores"]["val"] == 0.9  # ensemble.json over the first member's autotl.json
         assert loaded_tokenizer("good film")["input_ids"] == tokenizer("good film")["input_ids"]
 
-    # Saving again replaces it whole (two members now), and a swap cut between its two
-    # renames (ensemble.old left, no ensemble/) is undone on load.
+    # Saving again replaces it whole (two members now). A swap cut between its two renames
+    # (ensemble.old left, no ensemble/) is read in place: readers never rename; the next
+    # writer restores it.
     save(tmp_path, members[:2], tokenizer)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ensemble"]
     assert json.loads((path / "ensemble.json").read_text())["members"] == ["member-0", "member-1"]
     path.rename(tmp_path / "ensemble.old")
     loaded, _, _ = load_ensemble(tmp_path)
-    assert len(loaded.members) == 2 and path.is_dir()
+    assert len(loaded.members) == 2 and not path.exists() and (tmp_path / "ensemble.old").is_dir()
+    save(tmp_path, members[:1], tokenizer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ensemble"]
 
 
 def test_predict_on_a_run_dir_uses_its_ensemble(members, tiny_model, tokenizer, tmp_path):

@@ -15,7 +15,7 @@ from conftest import write_csv
 import autotl
 from autotl.cli import main
 from autotl.errors import UsageError
-from autotl.study import open_storage
+from autotl.storage import open_storage
 from autotl.testing import sentiment_rows
 
 STRATEGIES = "linear_probe,freeze"

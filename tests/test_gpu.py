@@ -50,7 +50,7 @@ def test_gpu_memory_returns_to_its_baseline_between_trials(tiny_csv, tiny_model_
 def test_every_gpu_runs_trials(tiny_csv, tiny_model_dir, tmp_path):
     import optuna
 
-    from autotl.study import open_storage
+    from autotl.storage import open_storage
 
     count = torch.cuda.device_count()
     autotl.search(tiny_csv, model=tiny_model_dir, out=tmp_path / "run", n_trials=3 * count, device="auto",

@@ -15,7 +15,7 @@ import pytest
 
 import autotl
 from autotl.portfolio import first_trials
-from autotl.study import open_storage
+from autotl.storage import open_storage
 
 URL = os.environ.get("AUTOTL_TEST_POSTGRES")
 if URL is None and os.environ.get("AUTOTL_REQUIRE_POSTGRES"):

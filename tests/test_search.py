@@ -15,7 +15,7 @@ import torch
 import autotl
 from autotl.errors import UsageError
 from autotl.export import load_model, save_best
-from autotl.study import open_storage
+from autotl.storage import open_storage
 from autotl.testing import sentiment_rows
 
 def probe_variant(name: str, prepare_body: str) -> str:

@@ -12,7 +12,7 @@ from autotl.devices import parse_devices, worker_slots
 from autotl.errors import UsageError
 from autotl.export import load_model
 from autotl.portfolio import first_trials
-from autotl.study import open_storage
+from autotl.storage import open_storage
 from autotl.testing import sentiment_rows
 
 
