@@ -132,8 +132,9 @@ def test_a_live_worker_sharing_our_host_name_and_a_pid_number_is_not_taken_for_d
 
     study = optuna.create_study()
     host = socket.gethostname()
-    elsewhere = _running_trial(study, f"{host}:999999:aaaa", beat_age=1.0)
-    same_pid = _running_trial(study, f"{host}:{os.getpid()}:bbbb", beat_age=1.0)
+    # ids as "host:pid" alone were recorded (what an older worker records, too)
+    elsewhere = _running_trial(study, f"{host}:999999", beat_age=1.0)
+    same_pid = _running_trial(study, f"{host}:{os.getpid()}", beat_age=1.0)
     assert recover_dead_trials(study) == 0
     states = {t.number: t.state.name for t in study.trials}
     assert states[elsewhere.number] == states[same_pid.number] == "RUNNING"
@@ -251,3 +252,43 @@ def test_workers_stop_swapping_best_once_the_search_has_chosen(tiny_csv, tiny_mo
     assert study.user_attrs[FINALIZING] is True  # what a late worker's still_best() reads
     chosen = json.loads((run / "best" / "autotl.json").read_text())["trial"]
     assert chosen == study.user_attrs["choice"]["chosen"]
+
+
+def test_workers_die_with_a_killed_search(tiny_csv, tiny_model_dir, tmp_path, fake_plugin):
+    # Before: a SIGKILLed search left its worker processes running (orphans).
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_search import SLOW, probe_variant
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are Linux's")
+    site = fake_plugin("autotl_sleepy_w", probe_variant("sleepyw", SLOW))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "autotl.cli", "search", tiny_csv, "--model", tiny_model_dir, "--strategies",
+           "sleepyw", "--n-trials", "2", "--devices", "cpu", "--trials-per-device", "2", "--out",
+           str(tmp_path / "run"), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    workers = []
+    while len(workers) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, "the workers never started"
+        time.sleep(0.5)
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+        workers = [int(pid) for pid in out.split()]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"workers {workers} outlived their search"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited; only its reaping is left
+    except FileNotFoundError:
+        return False
