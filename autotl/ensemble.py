@@ -91,27 +91,9 @@ def save_ensemble(models: Sequence[nn.Module], tokenizer, run_dir, member_infos:
     tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(tmp)  # the ensemble directory loads a tokenizer like a model directory
     (tmp / INFO).write_text(json.dumps({**info, "members": names, "kind": KIND}, indent=2, default=str) + "\n")
-    from .export import fsync_dir, fsync_tree
+    from .export import swap_dir
 
-    fsync_tree(tmp)  # on disk before the rename makes it the ensemble
-    target, old = run_dir / FOLDER, run_dir / f"{FOLDER}.old"
-    restore_ensemble(run_dir)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    fsync_dir(run_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
-def restore_ensemble(run_dir) -> None:
-    """Undo a swap interrupted between its two renames."""
-    target, old = Path(run_dir) / FOLDER, Path(run_dir) / f"{FOLDER}.old"
-    if old.exists():
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(old, target)
+    return swap_dir(run_dir, tmp, FOLDER)
 
 
 def find_ensemble(path) -> Path | None:

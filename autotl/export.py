@@ -91,16 +91,22 @@ def swap_in(run_dir: Path, folder: Path) -> Path:
     """Make the complete model directory `folder` RUN_DIR/best by two renames (under
     `best_lock` when other processes may export); returns the path. Durable on return:
     `folder`'s files and the renames are fsynced."""
+    return swap_dir(run_dir, folder, "best")
+
+
+def swap_dir(run_dir: Path, folder: Path, name: str) -> Path:
+    """Make `folder` RUN_DIR/`name` by two renames (the old one to `name`.old, the new one
+    in, the old one removed), never leaving RUN_DIR without one of them; durable on return."""
     run_dir = Path(run_dir)
-    best, old = run_dir / "best", run_dir / "best.old"
+    target, old = run_dir / name, run_dir / f"{name}.old"
     fsync_tree(folder)  # a no-op for save_best's (synced already); artifacts.export_best's need it
-    _restore(run_dir)
-    if best.exists():
-        os.replace(best, old)
-    os.replace(folder, best)
+    restore_dir(run_dir, name)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(folder, target)
     fsync_dir(run_dir)
     shutil.rmtree(old, ignore_errors=True)
-    return best
+    return target
 
 
 def update_info(run_dir: Path, trial: int, study: str, changes: dict) -> bool:
@@ -220,12 +226,17 @@ def restore_best(run_dir: Path) -> None:
 
 def _restore(run_dir: Path) -> None:
     """`restore_best` for a caller that holds the lock."""
-    best, old = Path(run_dir) / "best", Path(run_dir) / "best.old"
+    restore_dir(run_dir, "best")
+
+
+def restore_dir(run_dir: Path, name: str) -> None:
+    """Undo a `swap_dir` of RUN_DIR/`name` interrupted between its two renames (writers only)."""
+    target, old = Path(run_dir) / name, Path(run_dir) / f"{name}.old"
     if old.exists():
-        if best.exists():
+        if target.exists():
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(old, best)
+            os.replace(old, target)
             fsync_dir(Path(run_dir))
 
 

@@ -52,22 +52,13 @@ def test_a_portfolio_trial_estimated_from_relative_costs_is_skipped_when_it_cann
     assert did_not_run(trial) and remaining_trials(study, 2) == 1  # it does not count
 
 
-def test_the_same_trial_runs_when_it_fits(setup):
+@pytest.mark.parametrize("seconds", [1000.0, 300.0])  # 300 s: the trial fits, its refit would not
+def test_the_same_trial_runs_when_it_fits(setup, seconds):
     study = optuna.create_study(direction="maximize")
     _finished(study, "linear_probe", seconds=10.0, relative_cost=0.1)
     study.enqueue_trial({"strategy": "full_finetune", "head.pooling": "mean",
                          **setup.strategies["full_finetune"].strategy.defaults}, user_attrs={RELATIVE_COST: 2.0})
-    trial = _run_one(setup, study, Budget(1000.0, clock=Clock()))
-    assert trial.state.name == "COMPLETE" and SKIPPED not in trial.user_attrs
-
-
-def test_a_trial_that_fits_runs_even_when_its_refit_would_not(setup):
-    study = optuna.create_study(direction="maximize")
-    _finished(study, "linear_probe", seconds=10.0, relative_cost=0.1)
-    study.enqueue_trial({"strategy": "full_finetune", "head.pooling": "mean",
-                         **setup.strategies["full_finetune"].strategy.defaults}, user_attrs={RELATIVE_COST: 2.0})
-    # 200 s to train fits in 300 s; its refit would not: it still runs (its own model is final)
-    trial = _run_one(setup, study, Budget(300.0, clock=Clock()))
+    trial = _run_one(setup, study, Budget(seconds, clock=Clock()))  # about 200 s needed
     assert trial.state.name == "COMPLETE" and SKIPPED not in trial.user_attrs
 
 
