@@ -12,7 +12,7 @@ maximum of many noisy scores is an optimistic pick. So before choosing:
    pool more rows (and stay paired: all are scored on the same rows). Rounds run while
    two or more finalists remain and the budget holds them (refit kept back); a finalist
    clearly behind after a round is dropped.
-4. The choice: `select.choose`'s one-standard-error rule (cheapest of the ties).
+4. The choice: `select.choose`'s one-standard-error rule (the simplest of the ties).
 
 Fold predictions are kept in the study (user attributes ``rescore:<fold>:<trial>``), so a
 resumed search does not redo them. The test set is never involved.
@@ -71,7 +71,8 @@ def gather(study, val_targets: np.ndarray) -> tuple[dict[int, np.ndarray], list[
             if fold and stored is not None:
                 preds[fold] = np.asarray(stored)
         trials[t.number] = t
-        evidence.append(Evidence(t.number, _label(t), float(t.user_attrs.get("seconds", 0.0)), preds))
+        evidence.append(Evidence(t.number, _label(t), float(t.user_attrs.get("seconds", 0.0)), preds,
+                                 int(t.user_attrs.get("trainable_params") or 0)))
     return targets, evidence, trials
 
 

@@ -10,9 +10,15 @@ with no model in sight, so a selection rule is a few lines and testable on its o
   (bootstrap over the rows they share): most rows are right or wrong for both, so the
   difference is known far better than either score.
 - The choice is the one-standard-error rule: the best-scoring configuration, unless a
-  cheaper one is within one standard error of the paired difference to it — then the
-  cheapest of those ties (Breiman et al. 1984; Hastie et al., ESL §7.10). A gap smaller
-  than the noise is no reason to pay for the costlier model.
+  simpler one is within one standard error of the paired difference to it — then the
+  simplest of those ties (Breiman et al. 1984; Hastie et al., ESL §7.10): a gap smaller
+  than the noise is no reason to take the more complex model. Simpler means fewer weights
+  trained away from the pretrained model (a probe, then adapters, then partial, then full
+  fine-tunes); between equally simple ties the better score wins, then the cheaper to train.
+  (Breaking ties by training seconds alone was measured and rejected: replayed on
+  validation-only evidence at 300 rows it chose, among full fine-tunes of equal
+  complexity, the shorter schedule and lost 1-2 points against argmax;
+  benchmarks/results/portfolio_simulation.md.)
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class Evidence:
     # evaluation id -> predictions on that evaluation's rows (0: the search's validation
     # split; 1, 2, ...: re-scoring folds). Paired comparisons use the evaluations both share.
     predictions: dict[int, np.ndarray] = field(default_factory=dict)
+    weights: int = 0  # trainable parameters: how far from the pretrained model it may move (simplicity)
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,8 @@ def choose(metric, candidates: Sequence[Evidence], targets: dict[int, np.ndarray
 
     The best is the highest pooled score (lowest for a minimized metric). A candidate ties
     with it when the paired difference is within one standard error of zero; among the
-    ties the cheapest wins (then the better-scoring, then the earlier trial).
+    ties the simplest wins (fewest trainable weights), then the better-scoring, then the
+    cheaper to train, then the earlier trial.
     """
     if not candidates:
         raise ValueError("choose() needs at least one candidate")
@@ -125,7 +133,7 @@ def choose(metric, candidates: Sequence[Evidence], targets: dict[int, np.ndarray
     differences = {c.key: compare(metric, c, best, targets) for c in candidates}
     tied = [c for c in candidates
             if c is best or sign * differences[c.key].score >= -_finite(differences[c.key].se)]
-    chosen = min(tied, key=lambda c: (c.cost, -sign * estimates[c.key].score, c.key))
+    chosen = min(tied, key=lambda c: (c.weights, -sign * estimates[c.key].score, c.cost, c.key))
     return Choice(chosen, best, estimates, differences, tuple(c.key for c in tied),
                   _reason(metric, chosen, best, tied, estimates, differences))
 
@@ -141,11 +149,13 @@ def _reason(metric, chosen, best, tied, estimates, differences) -> str:
             return (f"{best.label} has the best {metric.name} ({e.score:.4f} ± {e.se:.4f} on {e.rows} rows); "
                     "no other finalist is within one standard error of it")
         return (f"{best.label} has the best {metric.name} ({e.score:.4f} ± {e.se:.4f} on {e.rows} rows) and is "
-                f"also the cheapest of the {len(tied)} within one standard error of it")
+                f"also the simplest of the {len(tied)} within one standard error of it")
     d = differences[chosen.key]
+    why = (f"simpler ({chosen.weights:,} trained weights against {best.weights:,})" if chosen.weights < best.weights
+           else f"as simple and cheaper to train ({chosen.cost:.0f} s against {best.cost:.0f} s)")
     return (f"{chosen.label} is within one standard error of the best, {best.label} "
-            f"({d.score:+.4f} ± {d.se:.4f}, paired on {d.rows} rows), and cheaper "
-            f"({chosen.cost:.0f} s against {best.cost:.0f} s): the one-standard-error rule takes it")
+            f"({d.score:+.4f} ± {d.se:.4f}, paired on {d.rows} rows), and {why}: the one-standard-error "
+            "rule takes it")
 
 
 def finalists(metric, candidates: Sequence[Evidence], targets: dict[int, np.ndarray], *, limit: int = 3,

@@ -257,6 +257,8 @@ def greedy(task_list: list[dict[str, dict]], names: list[str], length: int) -> l
             return float(np.mean([max(h, norm.get(n, 0.0)) for h, norm in zip(held, norms)]))
 
         pick = max((n for n in names if n not in chosen), key=lambda n: (round(gain(n), 6), -cost[n]))
+        if chosen and gain(pick) <= float(np.mean(held)) + 1e-9:
+            break  # nothing left adds to what the portfolio already holds
         chosen.append(pick)
         held = np.array([max(h, norm.get(pick, 0.0)) for h, norm in zip(held, norms)])
     return chosen
@@ -344,7 +346,9 @@ def report(evidence: list[dict]) -> str:
 def cmd_simulate(args) -> int:
     from simulate import simulate  # benchmarks/simulate.py
 
-    print(simulate(read_evidence(args.evidence), build))
+    text = simulate(read_evidence(args.evidence), build)
+    (HERE / "results" / "portfolio_simulation.md").write_text(text)
+    print(text)
     return 0
 
 

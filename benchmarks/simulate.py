@@ -15,22 +15,29 @@ from autotl.metrics import METRICS
 from autotl.select import Evidence, choose
 
 
-def _evidence(name: str, record: dict, index: int) -> Evidence:
-    return Evidence(key=index, label=name, cost=record["fit_seconds"],
-                    predictions={0: np.asarray(record["val_pred"])})
+def _weights(name: str) -> int:
+    """The evidence does not record trainable parameters: their order, from the strategy
+    (a probe trains the head, adapters a little more, freeze/surgical/gradual part of the
+    encoder, the rest all of it)."""
+    if name.startswith("linear_probe"):
+        return 1
+    if name.startswith(("lora", "ia3", "bitfit")):
+        return 2
+    if name.startswith(("freeze", "surgical", "gradual_unfreeze")):
+        return 3
+    return 4
 
 
 def _rules(metric, cands: list[tuple[str, dict]], targets) -> dict[str, str]:
     """Rule name -> the configuration it picks among `cands` (name, record)."""
-    ev = [_evidence(n, r, i) for i, (n, r) in enumerate(cands)]
     sign = 1 if metric.maximize else -1
     argmax = max(cands, key=lambda c: sign * c[1]["val_score"])[0]
-    one_se = choose(metric, ev, targets).chosen.label
-    # One-SE rule among the fine-tunes only: the probe never wins a tie on cost alone.
-    tuned = [e for e, (n, _) in zip(ev, cands) if n != "linear_probe"]
-    one_se_tuned = choose(metric, tuned, targets).chosen.label if tuned else one_se
-    return {"argmax validation": argmax, "one-SE, cheapest of ties": one_se,
-            "one-SE among fine-tunes": one_se_tuned}
+    by_seconds = [Evidence(i, n, r["fit_seconds"], {0: np.asarray(r["val_pred"])}) for i, (n, r) in enumerate(cands)]
+    by_weights = [Evidence(i, n, r["fit_seconds"], {0: np.asarray(r["val_pred"])}, _weights(n))
+                  for i, (n, r) in enumerate(cands)]
+    return {"argmax validation": argmax,
+            "one-SE, ties to the cheapest to train (rejected)": choose(metric, by_seconds, targets).chosen.label,
+            "one-SE, ties to the simplest (autotl's rule)": choose(metric, by_weights, targets).chosen.label}
 
 
 def simulate(evidence: list[dict], build) -> str:

@@ -46,14 +46,25 @@ def test_paired_difference_of_accuracy_uses_per_row_differences():
     assert d.se < unpaired
 
 
-def test_one_standard_error_rule_takes_the_cheaper_of_two_tied_configurations():
+def test_one_standard_error_rule_takes_the_simpler_and_cheaper_of_two_tied_configurations():
     targets = np.array([0, 1] * 50)
-    costly = Evidence(1, "costly", cost=100.0, predictions={0: _predictions(targets, range(10))})  # 0.90
-    cheap = Evidence(2, "cheap", cost=5.0, predictions={0: _predictions(targets, range(8, 19))})  # 0.89
-    choice = choose(ACC, [costly, cheap], {0: targets})
+    full = Evidence(1, "full", cost=100.0, predictions={0: _predictions(targets, range(10))},  # 0.90
+                    weights=22_000_000)
+    probe = Evidence(2, "probe", cost=5.0, predictions={0: _predictions(targets, range(8, 19))},  # 0.89
+                     weights=770)
+    choice = choose(ACC, [full, probe], {0: targets})
     assert choice.best.key == 1 and choice.chosen.key == 2
     assert set(choice.tied) == {1, 2}
-    assert "one-standard-error rule" in choice.reason
+    assert "one-standard-error rule" in choice.reason and "simpler" in choice.reason
+
+
+def test_between_equally_simple_ties_the_better_score_wins_then_the_cheaper():
+    targets = np.array([0, 1] * 50)
+    long = Evidence(1, "6 epochs", cost=100.0, predictions={0: _predictions(targets, range(10))}, weights=10)
+    short = Evidence(2, "3 epochs", cost=50.0, predictions={0: _predictions(targets, range(8, 19))}, weights=10)
+    assert choose(ACC, [long, short], {0: targets}).chosen.key == 1  # tied, as simple: the better score
+    same = Evidence(3, "same, cheaper", cost=10.0, predictions={0: _predictions(targets, range(10))}, weights=10)
+    assert choose(ACC, [long, same], {0: targets}).chosen.key == 3  # tied and equal: the cheaper
 
 
 def test_a_clear_winner_is_kept_even_when_costlier():
@@ -68,8 +79,8 @@ def test_more_evidence_breaks_a_tie():
     # On the first 100 rows the two tie; re-scored on a second fold, the costly one is
     # clearly better, so the pooled, paired comparison keeps it.
     t0, t1 = np.array([0, 1] * 50), np.array([0, 1] * 200)
-    costly = Evidence(1, "costly", 100.0, {0: _predictions(t0, range(10)), 1: _predictions(t1, range(20))})
-    cheap = Evidence(2, "cheap", 5.0, {0: _predictions(t0, range(8, 19)), 1: _predictions(t1, range(20, 90))})
+    costly = Evidence(1, "costly", 100.0, {0: _predictions(t0, range(10)), 1: _predictions(t1, range(20))}, 100)
+    cheap = Evidence(2, "cheap", 5.0, {0: _predictions(t0, range(8, 19)), 1: _predictions(t1, range(20, 90))}, 1)
     assert choose(ACC, [costly, cheap], {0: t0}).chosen.key == 2
     assert choose(ACC, [costly, cheap], {0: t0, 1: t1}).chosen.key == 1
 
