@@ -32,7 +32,9 @@ def _rules(metric, cands: list[tuple[str, dict]], targets) -> dict[str, str]:
     """Rule name -> the configuration it picks among `cands` (name, record)."""
     sign = 1 if metric.maximize else -1
     argmax = max(cands, key=lambda c: sign * c[1]["val_score"])[0]
-    by_seconds = [Evidence(i, n, r["fit_seconds"], {0: np.asarray(r["val_pred"])}) for i, (n, r) in enumerate(cands)]
+    # the rejected rule: training seconds as the simplicity key (ties to the cheapest to train)
+    by_seconds = [Evidence(i, n, r["fit_seconds"], {0: np.asarray(r["val_pred"])}, int(1000 * r["fit_seconds"]))
+                  for i, (n, r) in enumerate(cands)]
     by_weights = [Evidence(i, n, r["fit_seconds"], {0: np.asarray(r["val_pred"])}, _weights(n))
                   for i, (n, r) in enumerate(cands)]
     return {"argmax validation": argmax,
