@@ -239,7 +239,9 @@ class Objective:
         except KeyboardInterrupt:
             trial.set_user_attr("error", "interrupted (Ctrl-C); re-queued")
             trial.set_user_attr("interrupted", True)
-            self.interrupted = params  # None when cut before its parameters were drawn
+            # Cut before all its parameters were drawn: re-queue what it was given (an
+            # enqueued configuration) or what was drawn so far; the rest is drawn again.
+            self.interrupted = params if params is not None else _given_params(trial)
             raise
         except Exception as exc:
             trial.set_user_attr("error", mask(f"{type(exc).__name__}: {exc}"))  # kept in the study and report
@@ -266,3 +268,9 @@ class Objective:
                 raise
         self.pending[trial.number] = outcome
         return result.best_score
+
+
+def _given_params(trial) -> dict | None:
+    """The configuration a trial was enqueued with, else the params drawn so far (None if none)."""
+    fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+    return dict(fixed or trial.params) or None

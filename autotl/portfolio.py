@@ -10,8 +10,9 @@ tries the configurations that were strongest elsewhere, then the sampler takes o
 Around the learned order: the `baseline` recipe is always among the first trials (every
 leaderboard shows what the hand recipe would have scored), and a strategy the evidence
 never evaluated — a newly installed plugin — gets its own default trial after the learned
-ones, so it is compared against the zoo; so does every strategy the user names with
-``--strategies``.
+ones, so it is compared against the zoo. Strategies the user names with ``--strategies``
+are compared first: each one's first trial (learned, else its defaults) comes before any
+second trial of another.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def first_trials(strategies: dict, poolings: tuple[str, ...], rows: int, path=No
         name = params[STRATEGY]
         if (each_strategy or name not in evaluated) and not any(t[STRATEGY] == name for t in trials):
             trials.append(params)
+    if each_strategy:  # the user asked to compare these: each one's first trial comes first
+        firsts = [t for i, t in enumerate(trials) if all(u[STRATEGY] != t[STRATEGY] for u in trials[:i])]
+        trials = firsts + [t for t in trials if t not in firsts]
     return trials
 
 

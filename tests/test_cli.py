@@ -259,7 +259,7 @@ def test_search_writes_run_directory(searched):
     assert sorted(int(r["trial"]) for r in rows) == [0, 1, 2, 3]
     assert {r["state"] for r in rows} <= {"complete", "pruned", "fail"}
     assert rows[0]["state"] == "complete"
-    # the first four trials are the literature defaults of the four strategies searched
+    # the four strategies named are compared first: one trial each
     assert sorted(r["strategy"] for r in rows) == SEARCHED
     for r in rows:
         assert all(k.startswith(f"{r['strategy']}.") for k in json.loads(r["params"])), r

@@ -292,3 +292,35 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"  # a zombie has exited; only its reaping is left
     except FileNotFoundError:
         return False
+
+
+def test_a_trial_cut_by_ctrl_c_before_its_params_were_drawn_is_still_requeued(tiny_model_dir):
+    # Before: the Ctrl-C handler re-queued `params`, still None while the strategy's search
+    # space was being drawn, so the trial said "re-queued" and never ran again (seen on CI).
+    from dataclasses import replace
+
+    from autotl.objective import Objective, TrialSetup
+    from autotl.plugins import Registry
+    from autotl.testing import LABELS, tiny_setup
+
+    train, val, settings = tiny_setup(tiny_model_dir)
+    strategies = Registry().select(["linear_probe"])
+    setup = TrialSetup(backbone_path=tiny_model_dir, strategies=strategies, poolings=("mean",), train=train,
+                       val=val, label_names=LABELS, num_outputs=2, fit=replace(settings, max_epochs=1))
+    strategy = strategies["linear_probe"].strategy
+    given = {"strategy": "linear_probe", "head.pooling": "mean", **strategy.defaults}
+
+    def cut(trial):
+        raise KeyboardInterrupt
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(given)
+    objective = Objective(setup)
+    original = type(strategy).search_space
+    type(strategy).search_space = lambda self, trial: cut(trial)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            study.optimize(objective, n_trials=1)
+    finally:
+        type(strategy).search_space = original
+    assert objective.interrupted == given

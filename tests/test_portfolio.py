@@ -84,6 +84,20 @@ def test_a_strategy_without_evidence_gets_its_default_trial_after_the_learned_on
     assert [t["strategy"] for t in named] == ["linear_probe", "baseline", "full_finetune", "bitfit"]
 
 
+def test_named_strategies_each_get_a_trial_before_any_gets_a_second(tmp_path, installed):
+    # Learned order: two full fine-tunes before the probe; a user who names three strategies
+    # and runs three trials compares all three.
+    order = [_entry("full_finetune", lr=1e-4), _entry("full_finetune", lr=5e-5), _entry("linear_probe"),
+             _entry("freeze")]
+    path = _write(tmp_path, [{"max_rows": None, "order": order}])
+    picked = {n: installed[n] for n in ("full_finetune", "linear_probe", "l2sp")}
+    named = portfolio.first_trials(picked, ("mean",), rows=100, path=path, each_strategy=True)
+    assert [t["strategy"] for t in named] == ["full_finetune", "linear_probe", "l2sp", "full_finetune"]
+    assert named[0]["full_finetune.lr"] == 1e-4 and named[3]["full_finetune.lr"] == 5e-5
+    learned = portfolio.first_trials(picked, ("mean",), rows=100, path=path)
+    assert [t["strategy"] for t in learned[:2]] == ["full_finetune", "full_finetune"]
+
+
 @pytest.mark.parametrize("content, fragment", [(None, "not found"), ("{not json", "not readable JSON"),
                                                ('{"buckets": []}', "no 'buckets' list")])
 def test_a_bad_portfolio_file_is_one_clear_error(tmp_path, content, fragment):
