@@ -277,6 +277,10 @@ def build(evidence: list[dict], exclude: str | None = None) -> dict:
     buckets = []
     for rows, upto in BUCKETS:
         task_list = [t for (d, n, s), t in sorted(by_task.items()) if n == rows]
+        # A task still being run (resumable evidence) would rank its few configurations
+        # against nothing: only tasks holding every shortlisted configuration count.
+        expected = {n for n in SHORTLIST if rows <= MAX_ROWS.get(n, rows)}
+        task_list = [t for t in task_list if expected <= set(t)]
         if not task_list:
             continue
         names = sorted({n for t in task_list for n in t})
@@ -319,6 +323,10 @@ def report(evidence: list[dict]) -> str:
            "train.csv rows). Normalized: 1 = the task's best configuration, 0 = its median or worse.", ""]
     for rows, _ in BUCKETS:
         task_list = [t for (d, n, s), t in sorted(by_task.items()) if n == rows]
+        # A task still being run (resumable evidence) would rank its few configurations
+        # against nothing: only tasks holding every shortlisted configuration count.
+        expected = {n for n in SHORTLIST if rows <= MAX_ROWS.get(n, rows)}
+        task_list = [t for t in task_list if expected <= set(t)]
         if not task_list:
             continue
         names = sorted({n for t in task_list for n in t})
