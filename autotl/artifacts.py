@@ -53,8 +53,10 @@ class ModelStore(FileSystemArtifactStore):
 
 def open_artifacts(location: str | os.PathLike) -> ModelStore:
     """The artifact store at `location` (created if missing)."""
+    from .config import make_private_dir
+
     path = Path(location)
-    path.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path)  # it holds models trained on the user's data
     return ModelStore(path)
 
 
@@ -165,11 +167,16 @@ def export_best(study, store, run_dir: Path) -> dict:
         raise UsageError(f"study '{study.study_name}' has no finished trial yet; nothing to export") from None
     artifact_id = best.user_attrs.get(ARTIFACT_ATTR)
     if artifact_id is None:
-        raise UsageError(f"trial {best.number} (the best) uploaded no model; it ran on an autotl "
-                         "without artifact support; re-run the search to train it again")
+        why = best.user_attrs.get("upload_error")  # runner.UPLOAD_ERROR (kept import-light)
+        raise UsageError(f"trial {best.number} (the best) uploaded no model"
+                         + (f": its upload failed ({why})" if why else
+                            "; it ran on an autotl without artifact support")
+                         + "; re-run the search to train it again")
     what = f"trial {best.number}'s model (artifact {artifact_id})"
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from .config import make_private_dir
+
+    make_private_dir(run_dir)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=run_dir) as tmp:
         archive = Path(tmp) / "model.tar"
         try:

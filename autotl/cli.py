@@ -13,6 +13,7 @@ import re
 import sys
 
 from .errors import AutotlError, UsageError
+from .workers import STORAGE_ENV
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -67,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test", metavar="T.csv", help="test CSV, scored once for the final model only")
     s.add_argument("--out", metavar="RUN_DIR", help="run directory (default autotl-runs/<csv name>); "
                    "re-running with the same one resumes")
-    s.add_argument("--storage", metavar="URL", help="Optuna storage URL or journal file (default RUN_DIR/study.journal)")
+    s.add_argument("--storage", metavar="URL", help="Optuna storage URL or journal file (default: the "
+                   "AUTOTL_STORAGE environment variable, which keeps a password out of `ps`, else "
+                   "RUN_DIR/study.journal)")
     s.add_argument("--study-name", help=f"study name in the storage (default {_default('study_name')})")
     s.add_argument("--seed", type=int, help=f"seed for the split, sampler and training (default {_default('seed')})")
     s.add_argument("--max-length", type=int, help=f"max tokens per text (default {_default('max_length')})")
@@ -118,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--progress", action="store_true", help="a progress bar per trial")
 
     e = sub.add_parser("export", help="write a study's best model (from its artifact store) as OUT/best")
-    e.add_argument("--storage", required=True, metavar="URL", help="the search's storage")
+    e.add_argument("--storage", metavar="URL", help="the search's storage (default: the AUTOTL_STORAGE "
+                                                     "environment variable)")
     e.add_argument("--study-name", default="autotl", help="study name in the storage (default autotl)")
     e.add_argument("--artifacts", metavar="DIR", help="the search's artifact store (default: as recorded)")
     e.add_argument("--out", required=True, metavar="DIR", help="write DIR/best")
@@ -178,6 +182,8 @@ def _search(args) -> int:
             settings[setting] = False
     if args.disable_plugin:
         settings["disable_plugins"] = tuple(args.disable_plugin)
+    if "storage" not in settings and os.environ.get(STORAGE_ENV):
+        settings["storage"] = os.environ[STORAGE_ENV]  # a password in argv would show in `ps`
     result = search(args.data, **settings)
     print(format_table(result.leaderboard, result.metric))
     if result.best_model is not None:
@@ -204,13 +210,17 @@ def _summary(result) -> str:
     return "\n".join(lines)
 
 
-def _worker(args) -> int:
-    from .api import work
-    from .workers import STORAGE_ENV
-
+def _storage(args) -> str:
     storage = args.storage or os.environ.get(STORAGE_ENV)
     if not storage:
         raise UsageError(f"no storage given; pass --storage URL or set {STORAGE_ENV}")
+    return storage
+
+
+def _worker(args) -> int:
+    from .api import work
+
+    storage = _storage(args)
     done = work(storage=storage, study_name=args.study_name, data=args.data, device=args.device,
                 artifacts=args.artifacts, out=args.out, threads=args.threads, progress=args.progress)
     logging.getLogger("autotl").info("worker done: %d trial(s) finished here", done)
@@ -220,7 +230,7 @@ def _worker(args) -> int:
 def _export(args) -> int:
     from .api import export_best
 
-    info = export_best(storage=args.storage, study_name=args.study_name, out=args.out, artifacts=args.artifacts)
+    info = export_best(storage=_storage(args), study_name=args.study_name, out=args.out, artifacts=args.artifacts)
     print(f"wrote trial {info['trial']} ({info['strategy']}, validation {info['metric']} "
           f"{info['scores']['val']:.4f}) to {args.out}/best")
     return 0

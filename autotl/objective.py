@@ -245,7 +245,7 @@ class Objective:
             raise
         except Exception as exc:
             trial.set_user_attr("error", mask(f"{type(exc).__name__}: {exc}"))  # kept in the study and report
-            log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
+            log.debug("trial %d failed:\n%s", trial.number, mask(traceback.format_exc()))
             raise
         result = outcome.result
         trial.set_user_attr("best_epoch", result.best_epoch)

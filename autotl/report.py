@@ -59,7 +59,10 @@ def leaderboard(study) -> list[dict]:
             "epochs": len(t.intermediate_values),  # validated epochs run (a pruned trial's too)
             "seconds": round(t.duration.total_seconds(), 1) if t.duration else "",
             "trainable_params": t.user_attrs.get("trainable_params", ""),
-            "summary": t.user_attrs.get("summary", t.user_attrs.get("truncated", "")),
+            "summary": "; ".join(filter(None, [
+                # runner.UPLOAD_ERROR: why `autotl export` cannot fetch this trial's model
+                f"model not uploaded: {t.user_attrs['upload_error']}" if "upload_error" in t.user_attrs else "",
+                t.user_attrs.get("summary", t.user_attrs.get("truncated", ""))])),
             "params": own,
             "error": t.user_attrs.get("error", ""),
         })

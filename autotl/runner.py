@@ -208,8 +208,12 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
                 now = _best_trial(study)
                 return now is not None and now.number == trial.number and not study.user_attrs.get(FINALIZING)
 
-            save_best(outcome.model, tokenizer, run_dir, info_for(info_base, trial, outcome.summary),
-                      max_length=max_length, still_best=still_best)
+            try:
+                save_best(outcome.model, tokenizer, run_dir, info_for(info_base, trial, outcome.summary),
+                          max_length=max_length, still_best=still_best)
+            except OSError as exc:  # a full disk: the trial stands, the previous best/ is intact
+                log.warning("best/ could not take trial %d's model (%s); the previous best/ is kept and "
+                            "the search goes on", trial.number, exc)
         if best is not None and trial.state is TrialState.COMPLETE:
             budget.reserve = _reserve(study, best, setup, budget, refit=refit, rescore=rescore)
         log.info("%s", _trial_line(trial, setup.fit.metric.name, is_best, best))

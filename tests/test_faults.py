@@ -226,7 +226,7 @@ def test_reusing_a_run_directory_for_another_study_or_data_is_refused(tiny_csv, 
 
 
 def test_a_failed_upload_is_recorded_on_the_trial_and_the_search_goes_on(tiny_csv, tiny_model_dir, tmp_path,
-                                                                        monkeypatch, caplog):
+                                                                        monkeypatch, caplog, capsys):
     import logging
 
     def full_disk(*args, **kwargs):
@@ -240,6 +240,32 @@ def test_a_failed_upload_is_recorded_on_the_trial_and_the_search_goes_on(tiny_cs
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"] or trials[0].state.name == "COMPLETE"
     assert "No space left on device" in trials[0].user_attrs["upload_error"]
     assert "could not be uploaded" in caplog.text
+    assert result.best_model is not None and (result.best_model / "autotl.json").is_file()
+    rows = json.loads((tmp_path / "run" / "leaderboard.json").read_text())
+    assert any("model not uploaded: OSError" in r["summary"] for r in rows)
+    code = main(["export", "--storage", str(tmp_path / "run" / "study.journal"), "--out", str(tmp_path / "x")])
+    assert code == 2 and "its upload failed (OSError: [Errno 28] No space left on device)" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_best_is_swapped_is_one_warning_and_the_search_goes_on(tiny_csv, tiny_model_dir,
+                                                                                tmp_path, monkeypatch, caplog):
+    # Before: the OSError escaped the trial callback and ended the search with a traceback.
+    import logging
+
+    from autotl import runner
+
+    calls = []
+
+    def full_disk(*args, **kwargs):
+        calls.append(1)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "save_best", full_disk)  # the swaps during the search, not the final one
+    with caplog.at_level(logging.WARNING, logger="autotl"):
+        result = autotl.search(tiny_csv, model=tiny_model_dir, out=tmp_path / "run", n_trials=3,
+                               strategies=["linear_probe"], progress=False, refit=False, rescore=0)
+    assert calls and "best/ could not take trial 0's model" in caplog.text
+    assert len([t for t in _study(tmp_path / "run").trials if t.state.name != "FAIL"]) == 3
     assert result.best_model is not None and (result.best_model / "autotl.json").is_file()
 
 
@@ -324,3 +350,45 @@ def test_a_trial_cut_by_ctrl_c_before_its_params_were_drawn_is_still_requeued(ti
     finally:
         type(strategy).search_space = original
     assert objective.interrupted == given
+
+
+def test_a_password_in_a_trial_error_never_reaches_the_leaderboard_report_or_log(tiny_csv, tiny_model_dir,
+                                                                               tmp_path, monkeypatch, caplog):
+    import logging
+
+    from autotl import objective
+
+    real, calls = objective.run_params, []
+
+    def unreachable_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("cannot reach postgresql://bob:hunter2@db.example/autotl")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(objective, "run_params", unreachable_once)
+    run = tmp_path / "run"
+    with caplog.at_level(logging.DEBUG, logger="autotl"):
+        autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=2, strategies=["linear_probe"],
+                      progress=False, rescore=0)
+    board = (run / "leaderboard.json").read_text()
+    assert "postgresql://bob:***@db.example/autotl" in board  # the error is kept, masked
+    for text in (board, (run / "leaderboard.csv").read_text(), (run / "report.md").read_text(),
+                 (run / "best" / "autotl.json").read_text(), caplog.text):
+        assert "hunter2" not in text
+
+
+def test_search_and_export_take_the_storage_from_the_environment_and_export_is_private(
+        tiny_csv, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    # Before: only `autotl worker` read AUTOTL_STORAGE; `search` and `export` needed the URL
+    # (and its password) on their command line, where `ps` shows it; export --out was 0755.
+    journal = tmp_path / "shared.journal"
+    monkeypatch.setenv("AUTOTL_STORAGE", str(journal))
+    run = tmp_path / "run"
+    assert main(["search", tiny_csv, "--model", tiny_model_dir, "--n-trials", "1", "--strategies", "linear_probe",
+                 "--out", str(run), "--no-progress"]) == 0
+    assert journal.is_file() and not (run / "study.journal").exists()
+    out = tmp_path / "exported"
+    assert main(["export", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert (out / "best" / "autotl.json").is_file()
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
