@@ -59,12 +59,11 @@ def best_lock(run_dir: Path):
 
 
 def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max_length: int,
-              lock: bool = True, still_best=None, expect: tuple[int, str] | None = None) -> Path | None:
-    """Write `model` as RUN_DIR/best, atomically; returns the path, or None when a check
-    below said no. Both checks run under the lock: `still_best` (a callable) must still
-    say True (another worker may have exported a better model meanwhile); `expect`, a
-    (trial number, study name), must still be what best/ holds (the final phase replaces
-    only the model it started from)."""
+              lock: bool = True, still_best=None) -> Path | None:
+    """Write `model` as RUN_DIR/best, atomically; returns the path, or None when
+    `still_best` (a callable, asked under the lock) says no: another worker may have
+    exported a better model meanwhile. (The final phase needs no such check: once it
+    starts, the study's FINALIZING flag keeps every worker's hands off best/.)"""
     run_dir = Path(run_dir)
     tmp = run_dir / f".best-tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -78,9 +77,8 @@ def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max
         (tmp / INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
         fsync_tree(tmp)  # before the lock: the slow part, and nobody waits on it
         with best_lock(run_dir) if lock else contextlib.nullcontext():
-            _restore(run_dir)  # `expect` reads best/, which a crashed swap may have left as best.old
-            if (still_best is not None and not still_best()) or \
-                    (expect is not None and not _holds(run_dir, *expect)):
+            _restore(run_dir)  # a crashed swap may have left best/ as best.old
+            if still_best is not None and not still_best():
                 return None
             return swap_in(run_dir, tmp)
     finally:

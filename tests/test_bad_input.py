@@ -462,17 +462,3 @@ def test_update_info_waits_for_a_concurrent_swap_and_then_refuses(run, tmp_path)
     updater.join(10)
     assert results == [False]
     assert json.loads((run / "best" / "autotl.json").read_text())["trial"] == 7
-
-
-def test_save_best_expect(run, tmp_path, tiny_model, tiny_model_dir):
-    from autotl.backbone import load_tokenizer
-
-    tokenizer = load_tokenizer(tiny_model_dir)
-    with best_lock(run):
-        swap_in(run, other_trial(run, tmp_path))
-    info = {"data": DATA, "trial": 0, "study": STUDY, "refit": {"rows": 20}}
-    assert save_best(tiny_model(), tokenizer, run, info, max_length=32, expect=(0, STUDY)) is None
-    assert json.loads((run / "best" / "autotl.json").read_text())["trial"] == 7
-    assert not list(run.glob(".best-tmp-*"))
-    assert save_best(tiny_model(), tokenizer, run, info, max_length=32, expect=(7, STUDY)) == run / "best"
-    assert json.loads((run / "best" / "autotl.json").read_text())["refit"] == {"rows": 20}
