@@ -222,6 +222,13 @@ def tasks(evidence: list[dict]) -> dict[tuple, dict[str, dict]]:
     return out
 
 
+def complete_tasks(by_task: dict, rows: int) -> list[dict[str, dict]]:
+    """The tasks of `rows` labelled rows holding every shortlisted configuration: a task still
+    being run (the evidence is resumable) would rank its few configurations against nothing."""
+    expected = {n for n in SHORTLIST if rows <= MAX_ROWS.get(n, rows)}
+    return [t for (_, n, _), t in sorted(by_task.items()) if n == rows and expected <= set(t)]
+
+
 def normalized(task: dict[str, dict], key: str = "dev_score") -> dict[str, float]:
     """Per config: 1 for the task's best, 0 at or below its median; failures 0."""
     import numpy as np
@@ -276,11 +283,7 @@ def build(evidence: list[dict], exclude: str | None = None) -> dict:
     configs = candidates()
     buckets = []
     for rows, upto in BUCKETS:
-        task_list = [t for (d, n, s), t in sorted(by_task.items()) if n == rows]
-        # A task still being run (resumable evidence) would rank its few configurations
-        # against nothing: only tasks holding every shortlisted configuration count.
-        expected = {n for n in SHORTLIST if rows <= MAX_ROWS.get(n, rows)}
-        task_list = [t for t in task_list if expected <= set(t)]
+        task_list = complete_tasks(by_task, rows)
         if not task_list:
             continue
         names = sorted({n for t in task_list for n in t})
@@ -322,11 +325,7 @@ def report(evidence: list[dict]) -> str:
            "(train.csv rows only: 80/20 train/validation split of N rows, scored on up to 1,000 other "
            "train.csv rows). Normalized: 1 = the task's best configuration, 0 = its median or worse.", ""]
     for rows, _ in BUCKETS:
-        task_list = [t for (d, n, s), t in sorted(by_task.items()) if n == rows]
-        # A task still being run (resumable evidence) would rank its few configurations
-        # against nothing: only tasks holding every shortlisted configuration count.
-        expected = {n for n in SHORTLIST if rows <= MAX_ROWS.get(n, rows)}
-        task_list = [t for t in task_list if expected <= set(t)]
+        task_list = complete_tasks(by_task, rows)
         if not task_list:
             continue
         names = sorted({n for t in task_list for n in t})
