@@ -353,7 +353,11 @@ def report(evidence: list[dict]) -> str:
 def cmd_simulate(args) -> int:
     from simulate import simulate  # benchmarks/simulate.py
 
-    text = simulate(read_evidence(args.evidence), build)
+    evidence = read_evidence(args.evidence)
+    by_task = tasks(evidence)
+    complete = {id(t) for rows, _ in BUCKETS for t in complete_tasks(by_task, rows)}
+    evidence = [r for r in evidence if id(by_task[(r["dataset"], r["rows"], r["seed"])]) in complete]
+    text = simulate(evidence, build)
     (HERE / "results" / "portfolio_simulation.md").write_text(text)
     print(text)
     return 0
