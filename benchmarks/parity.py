@@ -158,11 +158,16 @@ def table(results: list[dict]) -> str:
             acc = np.array([r["dev_accuracy"] for r in runs])
             diffs = np.array([r["dev_accuracy"] - recipe[r["seed"]]["dev_accuracy"] for r in runs
                               if r["seed"] in recipe])
-            diff = f"{diffs.mean():+.4f} ± {_se(diffs):.4f}" if contender != "trainer" and len(diffs) else "-"
+            diff = f"{diffs.mean():+.4f} ± {_fmt_se(diffs)}" if contender != "trainer" and len(diffs) else "-"
             secs = np.mean([r["train_seconds"] for r in runs])
-            out.append(f"| {dataset} | {rows} | {contender} | {len(runs)} | {acc.mean():.4f} ± {_se(acc):.4f} | "
+            out.append(f"| {dataset} | {rows} | {contender} | {len(runs)} | {acc.mean():.4f} ± {_fmt_se(acc)} | "
                        f"{diff} | {secs:.0f} |")
     return "\n".join(out)
+
+
+def _fmt_se(values) -> str:
+    """The standard error to 4 places; '-' for one seed (no spread to measure)."""
+    return f"{_se(values):.4f}" if len(values) > 1 else "-"
 
 
 def _se(values) -> float:
