@@ -187,3 +187,37 @@ def test_exported_standard_soup_loads_in_plain_transformers(setup, tiny_model, t
     with torch.no_grad():
         ours, theirs = soup(ids, mask), plain(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+
+
+def test_a_soup_that_cannot_be_refit_is_kept_as_trained_when_the_chosen_cannot_be_either(setup, tiny_model,
+                                                                                        tmp_path):
+    # Before: the soup was dropped for the chosen model's refit, which then did not fit
+    # either, so best/ held the chosen model alone though the soup validated better.
+    import json
+    from dataclasses import replace
+
+    import optuna
+
+    from autotl.backbone import load_tokenizer
+    from autotl.budget import Budget
+    from autotl.final import final_model
+    from autotl.plugins import Registry
+
+    setup = replace(setup, strategies=Registry().select(["full_finetune"]))
+    dist = {"strategy": optuna.distributions.CategoricalDistribution(["full_finetune"]),
+            "head.pooling": optuna.distributions.CategoricalDistribution(["mean"])}
+    trials = {}
+    for number in (0, 1):
+        model = tiny_model()
+        keep(tmp_path, number, model, score=0.8 - 0.1 * number)
+        trials[number] = optuna.trial.create_trial(
+            params={"strategy": "full_finetune", "head.pooling": "mean"}, distributions=dist, value=0.8,
+            user_attrs={"seconds": 100.0, "epoch_scores": [0.8], "best_epoch": 0})
+        trials[number].number = number
+    soup = Soup(members=(0, 1), score=0.9, base_score=0.8, predictions=np.zeros(1))
+    # 50 s left: the soup's refit needs about 250 s, the chosen model's alone about 125 s
+    info = final_model(trials[0], setup, load_tokenizer(setup.backbone_path), tmp_path, max_length=32,
+                       info_base={"study": "autotl", "data": {}}, refit=True, budget=Budget(50.0),
+                       soup=soup, trials=trials)
+    assert info["soup"]["members"] == [0, 1] and info["refit"] is None
+    assert json.loads((tmp_path / "best" / "autotl.json").read_text())["soup"]["val"] == 0.9
