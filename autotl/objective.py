@@ -21,7 +21,9 @@ log = logging.getLogger("autotl")
 
 # This process, as the trials it runs record it ("worker" user attr): host, pid and a random
 # part, so two workers on machines that share a host name and pid numbers (containers) differ.
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+# A local worker gets its random part from the search that started it (AUTOTL_WORKER_TOKEN),
+# so the search knows its workers' ids and can re-queue their trials the moment they exit.
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{os.environ.get('AUTOTL_WORKER_TOKEN') or secrets.token_hex(4)}"
 
 STRATEGY = "strategy"  # the first decision of every trial
 POOLING = "head.pooling"  # the head, searched with the strategy

@@ -61,11 +61,12 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
         from .workers import run_workers
 
         # A worker that cannot join fails the search (WorkerError); it never falls back to one process.
+        exited: set[str] = set()
         interrupted = run_workers(slots, storage=storage_arg(config.storage, run_dir),
-                                  study_name=config.study_name)
-        # A worker killed mid-trial left it RUNNING: fail and re-queue it, and run what is
-        # left of the budget here (the survivors may have stopped before it was re-queued).
-        studies.recover_dead_trials(study)
+                                  study_name=config.study_name, exited=exited)
+        # A worker killed mid-trial left it RUNNING: fail and re-queue it now (they have all
+        # exited: no heartbeat grace to wait out), and run what is left of the budget here.
+        studies.recover_dead_trials(study, exited)
         if not interrupted and not _done(study, config.n_trials) and not budget.passed(within=budget.shortest_epoch):
             interrupted = work(study, setup, **run)
     else:

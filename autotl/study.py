@@ -175,13 +175,18 @@ def create_or_resume(*, storage, study_name: str, identity: dict, maximize: bool
     return study
 
 
-def recover_dead_trials(study: optuna.Study) -> int:
+def recover_dead_trials(study: optuna.Study, exited: set | frozenset = frozenset()) -> int:
     """Fail (and queue again) RUNNING trials whose worker fell silent past the heartbeat
-    grace, wherever it ran; several live workers may find the same one: the first wins."""
+    grace, wherever it ran, or whose worker is known to have `exited` (ids); several live
+    workers may find the same one: the first wins."""
     from . import heartbeat
 
+    dead = heartbeat.dead_trials(study)
+    known = {t.number for t in dead}
+    dead += [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if t.user_attrs.get("worker") in exited and t.number not in known]
     revived = 0
-    for t in heartbeat.dead_trials(study):
+    for t in dead:
         worker = t.user_attrs.get("worker", "?")
         silent = heartbeat.silent_for(t)
         try:

@@ -26,6 +26,7 @@ from .errors import UsageError
 
 log = logging.getLogger("autotl")
 STORAGE_ENV = "AUTOTL_STORAGE"  # how a worker process is told its storage URL
+TOKEN_ENV = "AUTOTL_WORKER_TOKEN"  # the random part of its worker id (objective.WORKER_ID)
 CANNOT_JOIN = 2  # a worker's exit status when it refuses the study (AutotlError)
 
 
@@ -34,9 +35,9 @@ def worker_command(slot: Slot, *, study_name: str) -> list[str]:
             "--device", slot.local_device, "--threads", str(slot.threads)]
 
 
-def worker_env(slot: Slot, storage: str) -> dict:
+def worker_env(slot: Slot, storage: str, token: str = "") -> dict:
     # Only its own GPU; none at all for a CPU worker, which must not grab one.
-    return {**os.environ, "CUDA_VISIBLE_DEVICES": slot.visible or "", STORAGE_ENV: storage}
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": slot.visible or "", STORAGE_ENV: storage, TOKEN_ENV: token}
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -53,10 +54,15 @@ class _Worker:
     """A running worker and the last line it wrote to stderr (forwarded as it comes)."""
 
     def __init__(self, slot: Slot, *, storage: str, study_name: str):
+        import secrets
+        import socket
+
         self.slot = slot
-        self.proc = subprocess.Popen(worker_command(slot, study_name=study_name), env=worker_env(slot, storage),
+        token = secrets.token_hex(4)
+        self.proc = subprocess.Popen(worker_command(slot, study_name=study_name), env=worker_env(slot, storage, token),
                                      stderr=subprocess.PIPE, text=True, errors="replace",
                                      preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        self.id = f"{socket.gethostname()}:{self.proc.pid}:{token}"  # as it records its trials
         self.last_line = ""
         self.reader = threading.Thread(target=self._forward, daemon=True)
         self.reader.start()
@@ -71,9 +77,11 @@ class _Worker:
                 self.last_line = line.strip()
 
 
-def run_workers(slots: list[Slot], *, storage: str, study_name: str) -> bool:
+def run_workers(slots: list[Slot], *, storage: str, study_name: str, exited: set | None = None) -> bool:
     """Start one worker per slot and wait for all; True if Ctrl-C stopped them. A worker
-    that cannot join raises UsageError (after the others are stopped)."""
+    that cannot join raises UsageError (after the others are stopped). `exited` receives
+    the worker ids of them all once they have ended: a trial still RUNNING under one of
+    them is dead, with no heartbeat grace to wait out."""
     log.info("starting %d worker processes: %s", len(slots),
              ", ".join(f"{s.device} ({s.threads} threads)" for s in slots))
     workers = [_Worker(slot, storage=storage, study_name=study_name) for slot in slots]
@@ -92,6 +100,8 @@ def run_workers(slots: list[Slot], *, storage: str, study_name: str) -> bool:
         return True
     for w in workers:
         w.reader.join(timeout=5)
+    if exited is not None:
+        exited.update(w.id for w in workers)
     codes = [w.proc.returncode for w in workers]
     refused = next((w for w in workers if w.proc.returncode == CANNOT_JOIN), None)
     if refused is not None:

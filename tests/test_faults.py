@@ -154,6 +154,34 @@ def test_a_heartbeat_outage_shorter_than_the_grace_is_survived_and_a_longer_one_
     assert [t.user_attrs.get(REQUEUED_FROM) for t in study.trials if t.state.name == "WAITING"] == [gone.number]
 
 
+def test_a_trial_of_a_local_worker_that_exited_is_requeued_without_waiting_for_the_grace():
+    # Before: the search waited out the heartbeat grace only if some trial still ended after
+    # it; when its workers had all exited within the grace, a killed worker's trial was
+    # re-queued too late to run (seen on CI: the PostgreSQL kill test found no rerun).
+    from autotl.study import REQUEUED_FROM, recover_dead_trials
+
+    study = optuna.create_study()
+    ours = _running_trial(study, "here:41:aaaa", beat_age=1.0)
+    other = _running_trial(study, "elsewhere:41:bbbb", beat_age=1.0)
+    assert recover_dead_trials(study) == 0  # within the grace: alive as far as anyone knows
+    assert recover_dead_trials(study, {"here:41:aaaa"}) == 1
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[ours.number] == "FAIL" and states[other.number] == "RUNNING"
+    assert [t.user_attrs.get(REQUEUED_FROM) for t in study.trials if t.state.name == "WAITING"] == [ours.number]
+
+
+def test_local_workers_are_told_the_random_part_of_their_id(monkeypatch):
+    import subprocess
+    import sys
+
+    from autotl.workers import TOKEN_ENV
+
+    code = "from autotl.objective import WORKER_ID; print(WORKER_ID)"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, TOKEN_ENV: "feedbeef"},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out.endswith(":feedbeef") and out.split(":")[1].isdigit()
+
+
 def test_a_heartbeat_beats_until_its_trial_ends_and_survives_a_storage_error(monkeypatch):
     import time
 
