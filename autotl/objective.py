@@ -13,6 +13,7 @@ from .batching import Encoded
 from .errors import StrategyError
 from .heartbeat import Heartbeat
 from .redact import mask
+from .workers import TOKEN_ENV
 from .model import Pooling, TransferModel, build_model
 from .plugins import Registered
 from .train import FitResult, FitSettings, fit, release_memory
@@ -23,7 +24,7 @@ log = logging.getLogger("autotl")
 # part, so two workers on machines that share a host name and pid numbers (containers) differ.
 # A local worker gets its random part from the search that started it (AUTOTL_WORKER_TOKEN),
 # so the search knows its workers' ids and can re-queue their trials the moment they exit.
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{os.environ.get('AUTOTL_WORKER_TOKEN') or secrets.token_hex(4)}"
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{os.environ.get(TOKEN_ENV) or secrets.token_hex(4)}"
 
 STRATEGY = "strategy"  # the first decision of every trial
 POOLING = "head.pooling"  # the head, searched with the strategy
