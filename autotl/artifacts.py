@@ -167,7 +167,9 @@ def export_best(study, store, run_dir: Path) -> dict:
         raise UsageError(f"study '{study.study_name}' has no finished trial yet; nothing to export") from None
     artifact_id = best.user_attrs.get(ARTIFACT_ATTR)
     if artifact_id is None:
-        why = best.user_attrs.get("upload_error")  # runner.UPLOAD_ERROR (kept import-light)
+        from .objective import UPLOAD_ERROR
+
+        why = best.user_attrs.get(UPLOAD_ERROR)
         raise UsageError(f"trial {best.number} (the best) uploaded no model"
                          + (f": its upload failed ({why})" if why else
                             "; it ran on an autotl without artifact support")

@@ -31,6 +31,7 @@ POOLING = "head.pooling"  # the head, searched with the strategy
 VAL_PREDICTIONS = "val_predictions"  # user attr: the kept model's predictions on the validation rows
 DUPLICATE_OF = "duplicate_of"  # user attr: the earlier trial that already ran this configuration
 SKIPPED = "skipped"  # user attr: why the trial did not run (it would not finish within the budget)
+UPLOAD_ERROR = "upload_error"  # trial user attr: why its model is not in the artifact store
 RELATIVE_COST = "relative_cost"  # user attr of a portfolio trial: its time over the baseline recipe's
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from .objective import POOLING, STRATEGY
+from .objective import POOLING, STRATEGY, UPLOAD_ERROR
 
 COLUMNS = ["trial", "state", "strategy", "head", "score", "se", "best_epoch", "epochs", "seconds",
            "trainable_params", "summary", "params", "error"]
@@ -60,8 +60,8 @@ def leaderboard(study) -> list[dict]:
             "seconds": round(t.duration.total_seconds(), 1) if t.duration else "",
             "trainable_params": t.user_attrs.get("trainable_params", ""),
             "summary": "; ".join(filter(None, [
-                # runner.UPLOAD_ERROR: why `autotl export` cannot fetch this trial's model
-                f"model not uploaded: {t.user_attrs['upload_error']}" if "upload_error" in t.user_attrs else "",
+                # why `autotl export` cannot fetch this trial's model
+                f"model not uploaded: {t.user_attrs[UPLOAD_ERROR]}" if UPLOAD_ERROR in t.user_attrs else "",
                 t.user_attrs.get("summary", t.user_attrs.get("truncated", ""))])),
             "params": own,
             "error": t.user_attrs.get("error", ""),

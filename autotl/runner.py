@@ -15,13 +15,12 @@ from .decide import CHOICE
 from .errors import AutotlError, UsageError
 from .export import clean_leftovers, restore_best, save_best
 from .final import final_model, holds, info_for, read_info, refit_seconds, score_test
-from .objective import POOLING, SKIPPED, STRATEGY, Objective, compact
+from .objective import POOLING, SKIPPED, STRATEGY, UPLOAD_ERROR, Objective, compact
 from .report import leaderboard, write_leaderboard, write_report
 from .result import SearchResult
 from .train import release_memory
 
 log = logging.getLogger("autotl")
-UPLOAD_ERROR = "upload_error"  # trial user attr: why its model is not in the artifact store
 FINALIZING = "finalizing"  # study user attr: the search is choosing and writing the final model
 MAX_SKIPPED = 5  # consecutive trials that did not run (repeats, too long for the budget) end the search
 
