@@ -5,7 +5,8 @@ time for the final refit of the winner on all labelled rows. An epoch is not sta
 the last one's duration says it would end past the deadline, and no trial starts when not
 even the cheapest epoch seen fits, so `--timeout` bounds the whole search, refit included:
 it ends before the timeout, or past it by less than one epoch (a trial's first epoch always
-runs, and the refit's estimate can be off).
+runs, a refit is started when it would end within one of its epochs past the timeout, and
+the refit's estimate can be off).
 """
 
 from __future__ import annotations

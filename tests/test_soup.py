@@ -212,12 +212,45 @@ def test_a_soup_that_cannot_be_refit_is_kept_as_trained_when_the_chosen_cannot_b
         keep(tmp_path, number, model, score=0.8 - 0.1 * number)
         trials[number] = optuna.trial.create_trial(
             params={"strategy": "full_finetune", "head.pooling": "mean"}, distributions=dist, value=0.8,
-            user_attrs={"seconds": 100.0, "epoch_scores": [0.8], "best_epoch": 0})
+            user_attrs={"seconds": 100.0, "epoch_scores": [0.8, 0.8], "best_epoch": 1})
         trials[number].number = number
     soup = Soup(members=(0, 1), score=0.9, base_score=0.8, predictions=np.zeros(1))
     # 50 s left: the soup's refit needs about 250 s, the chosen model's alone about 125 s
+    # (two epochs: neither would end within one epoch past the timeout)
     info = final_model(trials[0], setup, load_tokenizer(setup.backbone_path), tmp_path, max_length=32,
                        info_base={"study": "autotl", "data": {}}, refit=True, budget=Budget(50.0),
                        soup=soup, trials=trials)
     assert info["soup"]["members"] == [0, 1] and info["refit"] is None
     assert json.loads((tmp_path / "best" / "autotl.json").read_text())["soup"]["val"] == 0.9
+
+
+@pytest.mark.parametrize("short_by_epochs, refit", [(0.5, True), (1.5, False)])
+def test_a_refit_ending_past_the_timeout_by_less_than_one_epoch_runs(setup, tiny_model, tmp_path, short_by_epochs,
+                                                                     refit):
+    # Before: any refit ending past the timeout was skipped (SST-2, 20 minutes: the refit
+    # missed by 2 s of a 59 s epoch and 352 s went unused); the budget allows trials one
+    # epoch past it, and now the refit too.
+    from dataclasses import replace
+
+    import optuna
+
+    from autotl.backbone import load_tokenizer
+    from autotl.budget import Budget
+    from autotl.final import final_model, refit_seconds
+    from autotl.plugins import Registry
+
+    from autotl.portfolio import default_trials
+
+    setup = replace(setup, strategies=Registry().select(["full_finetune"]))
+    params = {**default_trials(setup.strategies, ("mean",))[0], "full_finetune.epochs": 4}
+    dist = {k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()}
+    keep(tmp_path, 0, tiny_model(), score=0.8)
+    trial = optuna.trial.create_trial(params=params, distributions=dist, value=0.8,
+                                      user_attrs={"seconds": 400.0, "epoch_scores": [0.8] * 4, "best_epoch": 3})
+    trial.number = 0
+    needed = refit_seconds(trial, setup)  # 4 epochs of 100 s, scaled to train + validation rows
+    budget = Budget(needed - short_by_epochs * needed / 4)
+    info = final_model(trial, setup, load_tokenizer(setup.backbone_path), tmp_path, max_length=32,
+                       info_base={"study": "autotl", "data": {}}, refit=True, budget=budget, trials={0: trial})
+    assert (info["refit"] is not None) is refit
+    assert info["trial"] == 0
