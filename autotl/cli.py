@@ -197,7 +197,10 @@ def _summary(result) -> str:
     soup = (result.final or {}).get("soup")
     made = f"a soup of trials {', '.join(map(str, soup['members']))} from " if soup else ""
     what = f"{row['strategy']}/{row['head']}" if row else "?"
-    lines = [f"\nbest: {made}trial {result.chosen} {what} {result.metric}={result.best_score:.4f} "
+    # A soup's own validation score, not its first ingredient's (which the leaderboard shows).
+    score = soup["val"] if soup else result.best_score
+    alone = f" (trial {result.chosen} alone: {result.best_score:.4f})" if soup else ""
+    lines = [f"\nbest: {made}trial {result.chosen} {what} {result.metric}={score:.4f}{alone} "
              f"-> {result.best_model}"]
     if result.decision:
         lines.append(f"chosen: {result.decision['reason']}")

@@ -332,3 +332,18 @@ def test_predict_new_file_with_other_header(searched, capsys, tmp_path):
     assert [r["review"] for r in rows] == ["the film was great", "the plot was awful"]
     line = fails(capsys, ["predict", run, new, "--text-col", "reviw"])
     assert "column 'reviw' not found" in line and "(did you mean 'review'?)" in line
+
+
+def test_the_best_line_of_a_soup_shows_the_soups_own_validation_score():
+    # Before: it showed the first ingredient's score (the SST-2 run printed 0.8625 for a
+    # soup validating 0.870).
+    from types import SimpleNamespace
+
+    from autotl.cli import _summary
+
+    result = SimpleNamespace(
+        leaderboard=[{"trial": 0, "strategy": "full_finetune", "head": "mean"}], chosen=0, best_score=0.8625,
+        metric="accuracy", best_model="run/best", decision=None, test_scores=None,
+        final={"soup": {"members": [0, 1], "val": 0.87, "base_val": 0.8625}})
+    assert _summary(result).strip() == ("best: a soup of trials 0, 1 from trial 0 full_finetune/mean "
+                                        "accuracy=0.8700 (trial 0 alone: 0.8625) -> run/best")
