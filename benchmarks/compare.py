@@ -31,7 +31,9 @@ summary (benchmarks/matrix_table.py) is rewritten beside it (same name, .md). A 
 skips the keys already saved (a run that failed is tried again; --redo runs them all
 again) and takes a budget from the recipe's saved wall seconds, so the matrix can be run
 in pieces: Ctrl-C keeps what finished, and --limit-minutes stops starting runs after that
-long. Reproduce the full matrix with, from the repository root:
+long. Several processes may share one --out (e.g. one per core, each pinned with `taskset`
+and given other datasets): each result is merged into the file as it is on disk, under a
+lock. Reproduce the full matrix with, from the repository root:
 
     python benchmarks/compare.py ../shared/data/{sst2,trec6,ag_news,tweeteval_emotion,sms_spam,banking77,emobank_valence} --rows 300,1000 --seeds 0,1 --budget-x 1,3 --loo-portfolio benchmarks/results/portfolio_loo
 
@@ -41,7 +43,9 @@ and regenerate the table from the JSON alone with `python benchmarks/compare.py 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import platform
@@ -412,6 +416,10 @@ class Store:
 
     def __init__(self, path: Path):
         self.path = path
+        self.read()
+
+    def read(self) -> None:
+        path = self.path
         try:
             self.report = json.loads(path.read_text()) if path.exists() else {"sessions": [], "results": []}
         except (OSError, ValueError) as e:
@@ -421,7 +429,22 @@ class Store:
         self.report.setdefault("sessions", [])
         self.done = {key_of(r): r for r in self.report["results"]}
 
+    @contextlib.contextmanager
+    def locked(self):
+        """The file as it is now on disk, held against the other processes sharing it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.read()
+            yield
+
+    def add_session(self, session: dict) -> None:
+        with self.locked():
+            self.report["sessions"].append(session)
+            self.save()
+
     def get(self, key: tuple) -> dict | None:
+        self.read()  # what another process sharing the file may have added
         return self.done.get(key)
 
     def recipe_wall(self, cell: Cell) -> float | None:
@@ -431,9 +454,10 @@ class Store:
 
     def put(self, result: dict) -> None:
         key = key_of(result)
-        self.report["results"] = [r for r in self.report["results"] if key_of(r) != key] + [result]
-        self.done[key] = result
-        self.save()
+        with self.locked():
+            self.report["results"] = [r for r in self.report["results"] if key_of(r) != key] + [result]
+            self.done[key] = result
+            self.save()
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -544,11 +568,10 @@ def matrix(args) -> int:
         cells = prepare_all(args, work)
         runner = Matrix(args, store, cells, work)
         if not args.dry_run:
-            store.report["sessions"].append({
+            store.add_session({
                 "command": shlex.join([sys.executable, *sys.argv]), "cwd": os.getcwd(),
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "work_dir": str(work) if args.keep else None})
-            store.save()
         try:
             runner.go()
         except TimeLimit:
