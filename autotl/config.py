@@ -38,7 +38,9 @@ class RunConfig:
     val_frac: float = 0.2  # share of `data` held out for validation when `val` is None
     test: str | None = None  # test CSV, scored once for the final model (never recorded)
     encoding: str = "utf-8"
-    model: str = DEFAULT_MODEL  # backbone: bundled name, local directory or hub id
+    # backbone(s): bundled names, local directories or hub ids, comma-separated; "auto": every
+    # bundled backbone installed (expanded when built, so workers load the same list)
+    model: str = DEFAULT_MODEL
     strategies: tuple[str, ...] | None = None  # None: every installed strategy
     disable_plugins: tuple[str, ...] = ()
     metric: str | None = None  # None: the task's default (accuracy, r2)
@@ -77,6 +79,8 @@ class RunConfig:
         frames = {name: value for name, value in [("data", data), *settings.items()] if _is_frame(value)}
         if not isinstance(data, (str, os.PathLike)) and "data" not in frames:
             raise UsageError(f"data must be a CSV path or a pandas DataFrame, got {type(data).__name__}")
+        if isinstance(settings.get("model"), (list, tuple)):  # model=["a", "b"] from Python
+            settings = {**settings, "model": ",".join(map(str, settings["model"]))}
         config = cls(data=str(data) if "data" not in frames else "", **{k: v for k, v in settings.items()
                                                                          if k not in frames})
         config.check()
@@ -99,14 +103,39 @@ class RunConfig:
             "disable_plugins": tuple(config.disable_plugins),
             "n_trials": DEFAULT_TRIALS if config.n_trials is None and config.timeout is None else config.n_trials,
             "deadline": None if config.timeout is None else time.time() + config.timeout,
+            "model": ",".join(config.models()),
         }
         return dataclasses.replace(config, **absolute)
+
+    def models(self) -> tuple[str, ...]:
+        """The backbones to search, in the order given ("auto": the bundled ones installed)."""
+        from .bundled import BUNDLED, bundled_name, installed
+
+        if not isinstance(self.model, str):
+            raise UsageError(f"model must be a name, a comma-separated list or 'auto', got {type(self.model).__name__}")
+        names = [m.strip() for m in self.model.split(",")]
+        if any(not m for m in names):
+            raise UsageError(f"model '{self.model}' has an empty name; pass names separated by single commas")
+        if "auto" in (m.lower() for m in names):
+            if len(names) > 1:
+                raise UsageError("model 'auto' takes every bundled backbone; pass it alone")
+            found = installed()
+            if not found:
+                raise UsageError("model 'auto' found no bundled backbone installed; "
+                                 + "; ".join(b.install for b in BUNDLED.values()))
+            return tuple(found)
+        seen = [bundled_name(m) or m for m in names]
+        twice = sorted({m for m in seen if seen.count(m) > 1})
+        if twice:
+            raise UsageError(f"model names {', '.join(twice)} more than once; name each backbone once")
+        return tuple(names)
 
     def check(self) -> None:
         """Every value's rule, before any data is read."""
         from .decide import FOLDS
         from .study import PRUNERS
 
+        self.models()
         if self.n_trials is not None and self.n_trials < 1:
             raise UsageError(f"n_trials must be >= 1, got {self.n_trials}")
         if self.timeout is not None and self.timeout <= 0:

@@ -148,11 +148,15 @@ def _rescore(study, setup, trials, fold: int) -> None:
     key = f"{RESCORE}:{fold}:targets"
     if key not in study.user_attrs:
         study.set_user_attr(key, compact(val.targets))
-    fold_setup = replace(setup, train=train, val=val, fit=replace(setup.fit, deadline=None))
     for trial in trials:
         attr = f"{RESCORE}:{fold}:{trial.number}"
         if attr in study.user_attrs:
             continue
+        # The same rows for every backbone (the split depends on the targets and the seed
+        # alone), tokenized by the trial's own backbone.
+        own = setup.for_params(trial.params)
+        train, val = fold_rows(own.train, own.val, fold, own.fit.seed, regression)
+        fold_setup = replace(own, train=train, val=val, fit=replace(own.fit, deadline=None))
         log.info("re-scoring %s on fold %d (%d training rows, %d validation rows)", _label(trial), fold,
                  len(train), len(val))
         outcome = run_params(fold_setup, dict(trial.params), desc=f"re-score trial {trial.number} fold {fold}")

@@ -26,7 +26,7 @@ from . import candidates
 from .batching import concat
 from .errors import AutotlError
 from .export import save_best
-from .objective import STRATEGY, head_of, run_params
+from .objective import BACKBONE, STRATEGY, head_of, run_params
 
 log = logging.getLogger("autotl")
 
@@ -39,7 +39,9 @@ def info_for(base: dict, trial, summary: str, outcome=None) -> dict:
                                            "trainable_params": result.trainable_params}
     else:
         value, attrs = trial.value, trial.user_attrs
-    return {**base, "refit": None, "soup": None, "trial": trial.number, "strategy": trial.params[STRATEGY],
+    backbone = trial.params.get(BACKBONE) or base.get("backbone")  # which backbone won, with several
+    return {**base, "backbone": backbone, "refit": None, "soup": None, "trial": trial.number,
+            "strategy": trial.params[STRATEGY],
             "params": dict(trial.params), "summary": summary,
             "scores": {"val": value, "best_epoch": attrs.get("best_epoch"),
                        "epoch_scores": attrs.get("epoch_scores"), "test": None},
@@ -89,6 +91,11 @@ def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info
     """best/ holds `trial`'s configuration (or the soup `soup` started from it), refit on
     all labelled rows when `refit` and the budget allows; returns its autotl.json."""
     trials = trials or {trial.number: trial}
+    own = setup.for_params(trial.params)
+    if own is not setup:  # the chosen trial's own backbone, and its tokenizer for best/
+        from .objective import tokenizer_of
+
+        setup, tokenizer = own, tokenizer_of(own)
     info = read_info(run_dir)
     if soup is not None and refit and budget is not None:
         needed = sum(refit_seconds(trials[m], setup) for m in soup.members)
@@ -138,6 +145,7 @@ def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info
 
 def _refit(trial, setup):
     """`trial`'s configuration trained on train + validation rows for the epochs that won."""
+    setup = setup.for_params(trial.params)
     rows = concat(setup.train, setup.val)
     epochs = int(trial.user_attrs.get("best_epoch", 0)) + 1
     log.info("refitting trial %d's configuration on all %d labelled rows for %d epoch(s)",
@@ -153,17 +161,23 @@ def final_ensemble(study, chosen, setup, tokenizer, run_dir: Path, *, size: int,
                    info_base: dict, refit: bool, budget=None) -> Path | None:
     """RUN_DIR/ensemble: the chosen configuration and the next best `size` - 1 (distinct
     configurations, by validation score), averaged predictions; each member refit when
-    `refit` and the budget allows all of them, else the trials' own models."""
+    `refit` and the budget allows all of them, else the trials' own models. With several
+    backbones, members come from the chosen one's (the ensemble shares one tokenizer)."""
     from optuna.trial import TrialState
 
     from .ensemble import ensemble_scores, save_ensemble
+    from .objective import BACKBONE, tokenizer_of
 
+    own = setup.for_params(chosen.params)
+    if own is not setup:
+        setup, tokenizer = own, tokenizer_of(own)
     sign = 1 if setup.fit.metric.maximize else -1
     ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                     key=lambda t: (-sign * t.value, t.number))
     members = [chosen]
     for t in ranked:
-        if len(members) < size and all(t.params != m.params for m in members):
+        if (len(members) < size and all(t.params != m.params for m in members)
+                and t.params.get(BACKBONE) == chosen.params.get(BACKBONE)):
             members.append(t)
     if len(members) < 2:
         log.info("ensemble: only one configuration finished; no ensemble written")
@@ -193,6 +207,7 @@ def _trained_model(trial, setup, run_dir: Path):
     """`trial`'s trained model: from the stored candidates when kept, else trained again."""
     from .model import build_model
 
+    setup = setup.for_params(trial.params)
     stored = next((c for c in candidates.listing(run_dir) if c["trial"] == trial.number), None)
     if stored is not None:
         strategy = setup.strategies[trial.params[STRATEGY]].strategy

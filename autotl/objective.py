@@ -7,7 +7,8 @@ import os
 import secrets
 import socket
 import traceback
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from .batching import Encoded
 from .errors import StrategyError
@@ -26,7 +27,8 @@ log = logging.getLogger("autotl")
 # so the search knows its workers' ids and can re-queue their trials the moment they exit.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{os.environ.get(TOKEN_ENV) or secrets.token_hex(4)}"
 
-STRATEGY = "strategy"  # the first decision of every trial
+BACKBONE = "backbone"  # with several backbones, the first decision of a trial (then the strategy)
+STRATEGY = "strategy"  # the first decision of every trial on one backbone
 POOLING = "head.pooling"  # the head, searched with the strategy
 VAL_PREDICTIONS = "val_predictions"  # user attr: the kept model's predictions on the validation rows
 DUPLICATE_OF = "duplicate_of"  # user attr: the earlier trial that already ran this configuration
@@ -48,6 +50,24 @@ class TrialSetup:
     num_outputs: int
     fit: FitSettings  # metric, device, seed, deadline, progress
     target_mean: float = 0.0  # regression: the training targets' mean (the output bias's start)
+    backbone: str = ""  # the backbone's name as the user gave it
+    # With several backbones: every backbone's own setup by name (this one's included), each
+    # with the rows tokenized by its own tokenizer. A trial's setup is for_params(its params).
+    backbones: Mapping[str, "TrialSetup"] = field(default_factory=dict, compare=False, repr=False)
+
+    def for_params(self, params: Mapping) -> "TrialSetup":
+        """The setup of the backbone `params` name (this one when they name none).
+        Call it before deriving a setup (folds, refit rows): a derived setup keeps the
+        other backbones' full rows."""
+        name = params.get(BACKBONE)
+        if name is None or name == self.backbone:
+            return self
+        if name not in self.backbones:
+            raise StrategyError(f"backbone '{name}' is not one this search loaded ({', '.join(self.backbones)})")
+        return self.backbones[name]
+
+    def backbone_names(self) -> tuple[str, ...]:
+        return tuple(self.backbones) or (self.backbone,)
 
 
 def trial_setup(target, backbone, tokenizer, strategies: dict[str, Registered], poolings: tuple[str, ...],
@@ -62,7 +82,7 @@ def trial_setup(target, backbone, tokenizer, strategies: dict[str, Registered], 
 
     regression = target.task.value == "regression"
     return TrialSetup(
-        backbone_path=backbone.path, strategies=strategies, poolings=poolings,
+        backbone_path=backbone.path, backbone=backbone.name, strategies=strategies, poolings=poolings,
         train=enc(target.train, "train"), val=enc(target.val, "val"),
         label_names=target.label_names, num_outputs=target.num_outputs,
         target_mean=float(target.train.targets.mean()) if regression else 0.0,
@@ -80,7 +100,10 @@ class TrialOutcome:
 
 
 def run_params(setup: TrialSetup, params: dict, on_epoch=None, desc: str = "") -> TrialOutcome:
-    """Build, prepare and train the configuration `params` (a trial's, or best_params)."""
+    """Build, prepare and train the configuration `params` (a trial's, or best_params) on
+    `setup`, which must be the setup of the backbone `params` name (`for_params`)."""
+    if params.get(BACKBONE, setup.backbone) != setup.backbone:
+        raise RuntimeError(f"a setup of backbone '{setup.backbone}' was given params of '{params[BACKBONE]}'")
     name = params[STRATEGY]
     strategy = setup.strategies[name].strategy
     pooling = Pooling(head_of(params, strategy))
@@ -98,6 +121,18 @@ def run_params(setup: TrialSetup, params: dict, on_epoch=None, desc: str = "") -
     settings = setup.fit if not desc else _with_desc(setup.fit, desc)
     result = fit(model, plan, setup.train, setup.val, settings, on_epoch=on_epoch)
     return TrialOutcome(model, result, plan.summary)
+
+
+def tokenizer_of(setup: TrialSetup):
+    """The tokenizer of `setup`'s backbone (cached per path: every trial shares it)."""
+    from .backbone import load_tokenizer
+
+    return load_tokenizer(setup.backbone_path)
+
+
+def backbone_of(params: dict, setup: TrialSetup) -> str:
+    """The backbone a configuration trains: the one its params name, else the search's only one."""
+    return params.get(BACKBONE) or setup.backbone
 
 
 def head_of(params: dict, strategy) -> str:
@@ -140,7 +175,7 @@ def _same_configuration(trial) -> int | None:
 
 def _estimated_seconds(trial, name: str, params: dict) -> float | None:
     """Seconds the configuration would take: the median seconds per epoch of the finished
-    trials of the same strategy, times its epochs (all stages); before any, a portfolio
+    trials of the same strategy and backbone, times its epochs (all stages); before any, a portfolio
     trial's relative cost times what one unit cost the finished portfolio trials; else None."""
     import statistics
 
@@ -149,8 +184,8 @@ def _estimated_seconds(trial, name: str, params: dict) -> float | None:
     per_epoch, unit = [], []
     for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         seconds = t.user_attrs.get("seconds") or (t.duration.total_seconds() if t.duration else None)
-        if not seconds or not t.intermediate_values:
-            continue
+        if not seconds or not t.intermediate_values or t.params.get(BACKBONE) != params.get(BACKBONE):
+            continue  # another backbone's times say nothing of this one's (110M vs 22M weights)
         if t.params.get(STRATEGY) == name:
             per_epoch.append(seconds / len(t.intermediate_values))
         if t.user_attrs.get(RELATIVE_COST) and t.state is TrialState.COMPLETE:
@@ -163,10 +198,14 @@ def _estimated_seconds(trial, name: str, params: dict) -> float | None:
 
 
 class Objective:
-    """Optuna objective: strategy first, head next, then that strategy's own space."""
+    """Optuna objective: the backbone first (when several were loaded), then the strategy,
+    the head, and that strategy's own space."""
 
-    def __init__(self, setup: TrialSetup, on_complete=None):
+    def __init__(self, setup: TrialSetup, on_complete=None, backbones: tuple[str, ...] | None = None):
         self.setup = setup
+        # The backbones offered to the sampler (the ranking may leave a hopeless one out);
+        # fixed for the whole study, as Optuna needs a categorical's choices to be.
+        self.backbones = tuple(backbones) if backbones else setup.backbone_names()
         # on_complete(trial, outcome): runs while the trial is still running (it may still
         # write to it, e.g. upload the model as its artifact), before the score is reported.
         self.on_complete = on_complete
@@ -177,8 +216,9 @@ class Objective:
         """run_params; out of GPU memory, once more in micro-batches of half the batch."""
         from dataclasses import replace
 
+        setup = self.setup.for_params(params)
         try:
-            return run_params(self.setup, params, on_epoch=report, desc=desc)
+            return run_params(setup, params, on_epoch=report, desc=desc)
         except Exception as exc:
             if not _out_of_memory(exc):
                 raise
@@ -187,7 +227,7 @@ class Objective:
         log.warning("trial %d ran out of GPU memory; retrying it once with 2 micro-batches per step "
                     "(gradient accumulation, the same effective batch)", trial.number)
         trial.set_user_attr("oom_retry", "retried with 2 micro-batches per step")
-        retry = replace(self.setup, fit=replace(self.setup.fit, accumulation=2))
+        retry = replace(setup, fit=replace(setup.fit, accumulation=2))
         try:
             return run_params(retry, params, on_epoch=report, desc=desc)
         except Exception as exc:
@@ -229,15 +269,19 @@ class Objective:
 
         try:  # from its first line: a Ctrl-C anywhere in the trial is recorded and re-queued
             trial.set_user_attr("worker", WORKER_ID)
+            chosen = {}
+            if len(setup.backbone_names()) > 1:  # every trial of a several-backbone study names its own
+                chosen[BACKBONE] = trial.suggest_categorical(BACKBONE, list(self.backbones))
             name = trial.suggest_categorical(STRATEGY, list(setup.strategies))
             strategy = setup.strategies[name].strategy
             # A strategy that fixes its head (the baseline recipe) has no pooling to search.
             pooling = getattr(strategy, "head", None) or trial.suggest_categorical(POOLING, list(setup.poolings))
             trial.set_user_attr("head", pooling)
-            params = {STRATEGY: name, POOLING: pooling, **strategy.search_space(trial)}
+            params = {**chosen, STRATEGY: name, POOLING: pooling, **strategy.search_space(trial)}
             self._worth_running(trial, name, params)
+            on = f" on {chosen[BACKBONE]}" if chosen else ""
             with Heartbeat(trial.study, trial._trial_id):  # silent past the grace, it is taken for dead
-                outcome = self._run(trial, params, report, f"trial {trial.number} {name}/{pooling}")
+                outcome = self._run(trial, params, report, f"trial {trial.number} {name}/{pooling}{on}")
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:

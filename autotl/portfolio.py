@@ -101,7 +101,9 @@ def relative_costs(rows: int, path=None) -> dict[str, float]:
 
 
 def cost_key(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
+    """A configuration's key in `relative_costs`: its params but the backbone (a cost relative
+    to the baseline recipe's on the same backbone holds across backbones)."""
+    return json.dumps({k: v for k, v in params.items() if k != "backbone"}, sort_keys=True, default=str)
 
 
 def default_trials(strategies: dict, poolings: tuple[str, ...]) -> list[dict]:

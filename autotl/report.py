@@ -8,9 +8,9 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from .objective import POOLING, STRATEGY, UPLOAD_ERROR
+from .objective import BACKBONE, POOLING, STRATEGY, UPLOAD_ERROR
 
-COLUMNS = ["trial", "state", "strategy", "head", "score", "se", "best_epoch", "epochs", "seconds",
+COLUMNS = ["trial", "state", "backbone", "strategy", "head", "score", "se", "best_epoch", "epochs", "seconds",
            "trainable_params", "summary", "params", "error"]
 
 
@@ -42,15 +42,18 @@ def leaderboard(study) -> list[dict]:
     errors = _standard_errors(study)
     from .study import did_not_run
 
+    only = ((study.user_attrs.get("autotl") or {}).get("model") or "").split(",")[0]  # a one-backbone study's
+
     # WAITING trials (portfolio entries the budget did not reach), repeats of a configuration
     # and trials skipped for lack of time have not run: not listed
     for t in study.get_trials(deepcopy=False, states=[s for s in TrialState if s is not TrialState.WAITING]):
         if did_not_run(t):
             continue
-        own = {k: v for k, v in t.params.items() if k not in (STRATEGY, POOLING)}
+        own = {k: v for k, v in t.params.items() if k not in (BACKBONE, STRATEGY, POOLING)}
         rows.append({
             "trial": t.number,
             "state": t.state.name.lower(),
+            "backbone": t.params.get(BACKBONE) or only,
             "strategy": t.params.get(STRATEGY, ""),
             "head": t.params.get(POOLING) or t.user_attrs.get("head", ""),
             "score": t.value if t.state is TrialState.COMPLETE else _last(t),
@@ -87,23 +90,28 @@ def write_leaderboard(rows: list[dict], run_dir: Path) -> None:
 
 
 def format_table(rows: list[dict], metric: str, limit: int = 15) -> str:
-    """A fixed-width leaderboard for the terminal."""
-    head = (f"{'#':>4}  {'state':<8} {'strategy':<16} {'head':<8} {metric:>9} {'± se':>7} {'epoch':>5} {'sec':>7} "
-            f"{'trainable':>10}  notes")
+    """A fixed-width leaderboard for the terminal (a backbone column when several were searched)."""
+    several = len({r.get("backbone") for r in rows}) > 1
+    width = max([len("backbone")] + [len(str(r.get("backbone", ""))) for r in rows]) if several else 0
+    backbone = f"{'backbone':<{width}} " if several else ""
+    head = (f"{'#':>4}  {'state':<8} {backbone}{'strategy':<16} {'head':<8} {metric:>9} {'± se':>7} {'epoch':>5} "
+            f"{'sec':>7} {'trainable':>10}  notes")
     lines = [head, "-" * len(head)]
     for r in rows[:limit]:
         score = f"{r['score']:.4f}" if isinstance(r["score"], float) else ""
         se = f"{r['se']:.4f}" if isinstance(r.get("se"), float) else ""
         epoch = r["best_epoch"] + 1 if isinstance(r["best_epoch"], int) else ""
         note = r["error"] or r["summary"]
-        lines.append(f"{r['trial']:>4}  {r['state']:<8} {r['strategy'][:16]:<16} {r['head']:<8} "
+        on = f"{str(r.get('backbone', '')):<{width}} " if several else ""
+        lines.append(f"{r['trial']:>4}  {r['state']:<8} {on}{r['strategy'][:16]:<16} {r['head']:<8} "
                      f"{score:>9} {se:>7} {epoch:>5} {r['seconds']:>7} {r['trainable_params']:>10}  {note[:60]}")
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more in leaderboard.csv")
     return "\n".join(lines)
 
 
-def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str, decision: dict | None = None) -> str:
+def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str, decision: dict | None = None,
+                 ranking: list[dict] | None = None) -> str:
     """report.md: the winner and how it was chosen (finalists ± standard errors, the margin
     over the baseline recipe), the final model, the test score, score against cost."""
     done = [r for r in rows if r["state"] == "complete"]
@@ -113,11 +121,13 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
     else:
         win = next((r for r in done if r["trial"] == info.get("trial")), done[0])
         se = f" ± {win['se']:.4f}" if isinstance(win.get("se"), float) else ""
-        lines += [f"**Winner:** trial {win['trial']}, `{win['strategy']}` with the `{win['head']}` head "
+        on = f" on `{win['backbone']}`" if ranking else ""
+        lines += [f"**Winner:** trial {win['trial']}, `{win['strategy']}`{on} with the `{win['head']}` head "
                   f"({win['summary']}): validation {metric} **{win['score']:.4f}**{se} "
                   f"at epoch {win['best_epoch'] + 1}, {win['trainable_params']:,} trainable parameters, "
                   f"{win['seconds']} s.", ""]
         lines += _decision_lines(decision, metric)
+        lines += backbone_lines(ranking, done, metric)
         if info.get("soup"):
             soup = info["soup"]
             lines += [f"**Soup:** the weights of trials {', '.join(map(str, soup['members']))} (same head) are "
@@ -145,6 +155,40 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
     text = "\n".join(lines) + "\n"
     (run_dir / "report.md").write_text(text)
     return text
+
+
+def backbone_lines(ranking: list[dict] | None, done: list[dict], metric: str) -> list[str]:
+    """The backbones as ranked before training (LogME, probe) beside the best each reached,
+    and how well each ranking score foretold it (Spearman over the backbones that trained)."""
+    if not ranking:
+        return []
+    from .transfer import spearman
+
+    best = {}
+    for r in done:  # rows come best first
+        best.setdefault(r["backbone"], r)
+    lines = ["**Backbones**, ranked before any training on their frozen features (LogME, You et al. 2021; "
+             f"a ridge probe's {metric} over 5 folds of the training rows), and the best validation {metric} "
+             "each reached:", "",
+             f"| rank | backbone | LogME | probe {metric} | best trained {metric} | trials |", "|---|---|---|---|---|---|"]
+    for i, r in enumerate(ranking, 1):
+        won = best.get(r["backbone"])
+        trained = f"{won['score']:.4f} (trial {won['trial']}, {won['strategy']})" if won else (
+            "none: hopeless here" if r.get("hopeless") else "none")
+        count = sum(d["backbone"] == r["backbone"] for d in done)
+        lines.append(f"| {i} | {r['backbone']} | {r['logme']:.3f} | {r['probe']:.4f} ± {r['probe_se']:.4f} | "
+                     f"{trained} | {count} |")
+    trained = [r for r in ranking if r["backbone"] in best]
+    finals = [best[r["backbone"]]["score"] for r in trained]
+    if len(trained) >= 2:
+        lines += ["", f"Rank correlation with the best trained score over {len(trained)} backbones (Spearman): "
+                      f"LogME {_fmt(spearman([r['logme'] for r in trained], finals))}, "
+                      f"probe {_fmt(spearman([r['probe'] for r in trained], finals))}."]
+    return lines + [""]
+
+
+def _fmt(x: float) -> str:
+    return "undefined (ties)" if x != x else f"{x:+.2f}"
 
 
 def _decision_lines(decision: dict | None, metric: str) -> list[str]:

@@ -15,7 +15,7 @@ from .decide import CHOICE
 from .errors import AutotlError, UsageError
 from .export import clean_leftovers, restore_best, save_best
 from .final import final_model, holds, info_for, read_info, refit_seconds, score_test
-from .objective import POOLING, SKIPPED, STRATEGY, UPLOAD_ERROR, Objective, compact
+from .objective import POOLING, SKIPPED, STRATEGY, UPLOAD_ERROR, Objective, compact, tokenizer_of
 from .report import leaderboard, write_leaderboard, write_report
 from .result import SearchResult
 from .train import release_memory
@@ -36,12 +36,24 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     restore_best(run_dir)
     clean_leftovers(run_dir)  # temporary directories of writers that crashed
     rows = len(setup.train) + len(setup.val)
+    ranking = []  # several backbones: ranked before the first trials (only for a new study)
+
+    def portfolio() -> list[dict]:
+        trials = first_trials(setup.strategies, setup.poolings, rows, config.portfolio,
+                              each_strategy=config.strategies is not None)
+        if len(setup.backbone_names()) == 1:
+            return trials
+        from . import sources
+
+        ranking.extend(sources.assess_backbones(setup))
+        return sources.first_trials(ranking, trials, maximize=setup.fit.metric.maximize)
+
     study = studies.create_or_resume(
         storage=open_storage(config.storage, run_dir), study_name=config.study_name,
         identity=prepared.identity, maximize=setup.fit.metric.maximize, seed=config.seed,
-        portfolio=first_trials(setup.strategies, setup.poolings, rows, config.portfolio,
-                               each_strategy=config.strategies is not None),
-        pruner=config.pruner, costs=relative_costs(rows, config.portfolio))
+        portfolio=portfolio, pruner=config.pruner, costs=relative_costs(rows, config.portfolio))
+    if ranking:
+        study.set_user_attr(studies.TRANSFERABILITY, [r.as_dict() for r in ranking])
     studies.save_config(study, config)
     study.set_user_attr(FINALIZING, False)  # trials (again): best/ follows the best so far until the end
     if studies.VAL_TARGETS not in study.user_attrs:  # what every trial's validation predictions are scored against
@@ -80,7 +92,8 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     rows = leaderboard(study)
     write_leaderboard(rows, run_dir)
     decision = study.user_attrs.get(CHOICE)
-    write_report(rows, info, run_dir, setup.fit.metric.name, decision=decision)
+    write_report(rows, info, run_dir, setup.fit.metric.name, decision=decision,
+                 ranking=study.user_attrs.get(studies.TRANSFERABILITY))
     if best is None and not interrupted:
         failed = [r for r in rows if r["error"]]
         hint = f"; first error: {failed[0]['error']}" if failed else ""
@@ -162,6 +175,10 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
     studies.recover_dead_trials(study)
     sign = 1 if setup.fit.metric.maximize else -1
 
+    def tokenizer_for(trial):  # best/ and uploads carry the trial's own backbone's tokenizer
+        own = setup.for_params(trial.params)
+        return tokenizer if own is setup else tokenizer_of(own)
+
     def keep_and_upload(trial, outcome) -> None:
         if run_dir is not None:  # for the soup and the ensemble at the end
             try:
@@ -175,7 +192,8 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
             from .artifacts import upload_model
 
             try:
-                upload_model(trial, outcome.model, tokenizer, info_for(info_base, trial, outcome.summary, outcome),
+                upload_model(trial, outcome.model, tokenizer_for(trial),
+                             info_for(info_base, trial, outcome.summary, outcome),
                              max_length=max_length, store=store)
             except Exception as exc:  # a full disk or a missing store: the score stands, the copy is lost
                 from .redact import mask
@@ -185,7 +203,7 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
                 log.warning("trial %d's model could not be uploaded to the artifact store (%s); its score "
                             "stands, but `autotl export` cannot fetch it", trial.number, reason)
 
-    objective = Objective(setup, on_complete=keep_and_upload)
+    objective = Objective(setup, on_complete=keep_and_upload, backbones=studies.offered_backbones(study, setup))
 
     skipped = []  # consecutive trials skipped for lack of time
 
@@ -209,7 +227,7 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
                 return now is not None and now.number == trial.number and not study.user_attrs.get(FINALIZING)
 
             try:
-                save_best(outcome.model, tokenizer, run_dir, info_for(info_base, trial, outcome.summary),
+                save_best(outcome.model, tokenizer_for(trial), run_dir, info_for(info_base, trial, outcome.summary),
                           max_length=max_length, still_best=still_best)
             except OSError as exc:  # a full disk: the trial stands, the previous best/ is intact
                 log.warning("best/ could not take trial %d's model (%s); the previous best/ is kept and "

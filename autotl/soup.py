@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import candidates
+from .objective import BACKBONE
 
 log = logging.getLogger("autotl")
 
@@ -96,7 +97,10 @@ def greedy_soup(setup, run_dir, first: int) -> Soup | None:
         log.info("no soup: trial %d's model is not among the kept candidates", first)
         return None
     sign = 1 if setup.fit.metric.maximize else -1
-    others = sorted((c for c in kept.values() if c["head"] == start["head"] and c["trial"] != first),
+    backbone = (start.get("params") or {}).get(BACKBONE)
+    setup = setup.for_params(start.get("params") or {})  # ingredients share its backbone and head
+    others = sorted((c for c in kept.values() if c["head"] == start["head"] and c["trial"] != first
+                     and (c.get("params") or {}).get(BACKBONE) == backbone),
                     key=lambda c: (-sign * c["score"], c["trial"]))
     if not others:
         log.info("no soup: trial %d is the only kept model with the %s head", first, start["head"])

@@ -48,6 +48,18 @@ def load_study(storage, study_name: str) -> optuna.Study:
 IDENTITY_ATTR = "autotl"  # study user attribute: the identity a joining worker must match
 
 
+TRANSFERABILITY = "transferability"  # study user attr: the backbones ranked (sources.py), best first
+
+
+def offered_backbones(study, setup) -> tuple[str, ...]:
+    """The backbones the sampler draws from: the recorded ranking's, hopeless ones left out;
+    else every backbone loaded."""
+    names = setup.backbone_names()
+    ranking = study.user_attrs.get(TRANSFERABILITY) or []
+    offered = tuple(r["backbone"] for r in ranking if not r.get("hopeless") and r["backbone"] in names)
+    return offered or names
+
+
 def check_identity(study, identity: dict, *, joining: bool) -> None:
     """`identity` (config.identity) must be the study's: one error naming the first
     difference and the fix — for a worker joining (`joining`), or a search resuming."""
@@ -146,13 +158,18 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def create_or_resume(*, storage, study_name: str, identity: dict, maximize: bool, seed: int,
-                     portfolio: list[dict], pruner: str = DEFAULT_PRUNER,
+                     portfolio, pruner: str = DEFAULT_PRUNER,
                      costs: dict[str, float] | None = None) -> optuna.Study:
     """Create the study (recording its settings, enqueueing the portfolio) or resume it.
-    `costs` (portfolio.relative_costs) go with the enqueued trials, so a trial's time can
-    be estimated before it runs."""
+    `portfolio` is the first trials' params, or a function computing them (called only when
+    the study is new: resuming pays nothing for it). `costs` (portfolio.relative_costs) go
+    with the enqueued trials, so a trial's time can be estimated before it runs."""
     from .objective import RELATIVE_COST
     from .portfolio import cost_key
+
+    if callable(portfolio):
+        existing = set(optuna.get_all_study_names(storage))
+        portfolio = portfolio() if study_name not in existing else []
 
     with warnings.catch_warnings():  # `group` is "experimental" but is what conditional spaces need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

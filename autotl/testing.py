@@ -28,14 +28,15 @@ NEUTRAL = ["the", "movie", "film", "was", "plot", "acting", "really", "quite", "
 LABELS = ("negative", "positive")
 
 
-def make_tiny_backbone(path, *, hidden_size: int = 32, layers: int = 2) -> str:
-    """Save a 2-layer, 32-wide BERT (or as given) and its WordPiece tokenizer under `path`."""
+def make_tiny_backbone(path, *, hidden_size: int = 32, layers: int = 2, extra_words: tuple[str, ...] = ()) -> str:
+    """Save a 2-layer, 32-wide BERT (or as given) and its WordPiece tokenizer under `path`
+    (`extra_words` make its vocabulary, and so its tokenizer, another one's)."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *NEUTRAL, "neutral"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *NEUTRAL, "neutral", *extra_words]
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
     torch.manual_seed(0)

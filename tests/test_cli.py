@@ -20,7 +20,7 @@ from autotl.testing import sentiment_rows
 from conftest import BUILTINS, fails  # noqa: E402  (strategy -> the entry point that provides it)
 INSTALLED = sorted(Registry().strategies())  # built-ins plus installed plugins (autotl-peft)
 SEARCHED = ["freeze", "full_finetune", "l2sp", "linear_probe"]  # the CLI end-to-end search's four
-LEADERBOARD_COLUMNS = ["trial", "state", "strategy", "head", "score", "se", "best_epoch", "epochs", "seconds",
+LEADERBOARD_COLUMNS = ["trial", "state", "backbone", "strategy", "head", "score", "se", "best_epoch", "epochs", "seconds",
                        "trainable_params", "summary", "params", "error"]
 
 

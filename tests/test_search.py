@@ -82,7 +82,7 @@ def test_search_writes_leaderboard_report_and_best_model(tiny_csv, tiny_test_csv
     config = json.loads((result.best_model / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     table = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
-    assert list(table.columns) == ["trial", "state", "strategy", "head", "score", "se", "best_epoch", "epochs",
+    assert list(table.columns) == ["trial", "state", "backbone", "strategy", "head", "score", "se", "best_epoch", "epochs",
                                    "seconds", "trainable_params", "summary", "params", "error"]
     assert all(r["epochs"] >= 1 for r in rows if r["state"] in ("complete", "pruned"))
     assert len(json.loads((tmp_path / "run" / "leaderboard.json").read_text())) == 6

@@ -1,0 +1,79 @@
+"""Choosing the source model: several backbones in one search.
+
+Before any trial, each backbone's frozen, mean-pooled features of the training rows are
+computed once (the probe's feature cache: its linear-probe trials later reuse them) and
+scored for transferability (`transfer.py`: LogME and the ridge probe's K-fold score). The
+ranking, recorded in the study, spreads the budget:
+
+- the first trials are each backbone's learned portfolio, interleaved among the backbones
+  that are *in contention* (probe score within `CONTENTION_SE` standard errors of the best
+  one's), best-ranked first; the other backbones' portfolios follow;
+- a *hopeless* backbone (`transfer.rank`) gets no trials: its probe score is its evidence;
+- the sampler then draws the backbone as the first parameter of the conditional space,
+  among those not hopeless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .objective import BACKBONE
+from .transfer import Transferability, assess, rank
+
+log = logging.getLogger("autotl")
+CONTENTION_SE = 2.0
+
+
+def assess_backbones(setup) -> list[Transferability]:
+    """Every loaded backbone's transferability on the training rows, ranked best first."""
+    from .features import CACHE
+    from .model import Pooling, build_model
+    from .train import autocast_for, release_memory
+
+    scores = []
+    for name in setup.backbone_names():
+        own = setup.for_params({BACKBONE: name})
+        started = time.monotonic()
+        model = build_model(own.backbone_path, Pooling.MEAN, num_outputs=own.num_outputs,
+                            label_names=own.label_names, regression=own.fit.regression,
+                            target_mean=own.target_mean).to(own.fit.device)
+        features = CACHE.features(model, own.train, pad_id=own.fit.pad_id, device=own.fit.device,
+                                  autocast=autocast_for(own.fit.device))
+        del model
+        release_memory(own.fit.device)  # one backbone's weights at a time
+        score = assess(name, features.numpy(), own.train.targets, own.fit.metric, regression=own.fit.regression,
+                       seed=own.fit.seed)
+        log.info("backbone %s: LogME %.3f, probe %s %.4f ± %.4f (%d training rows, %.0f s)", name, score.logme,
+                 own.fit.metric.name, score.probe, score.probe_se, len(own.train), time.monotonic() - started)
+        scores.append(score)
+    ranked = rank(scores, maximize=setup.fit.metric.maximize)
+    for s in ranked:
+        if s.hopeless:
+            log.info("backbone %s is hopeless here (probe far below %s's, LogME lower too): no trials", s.backbone,
+                     ranked[0].backbone)
+    return ranked
+
+
+def in_contention(ranked: list[Transferability], *, maximize: bool = True) -> list[str]:
+    """The backbones whose probe score is within CONTENTION_SE standard errors of the best's."""
+    best = ranked[0]
+    sign = 1.0 if maximize else -1.0
+    out = []
+    for s in ranked:
+        se = max(s.probe_se or 0.0, best.probe_se or 0.0, 1e-12)
+        if not s.hopeless and sign * (best.probe - s.probe) <= CONTENTION_SE * se:
+            out.append(s.backbone)
+    return out
+
+
+def first_trials(ranked: list[Transferability], portfolio: list[dict], *, maximize: bool = True) -> list[dict]:
+    """The first trials of a several-backbone search: `portfolio` (one backbone's learned
+    first trials) for each backbone not hopeless, round-robin among those in contention,
+    then the rest's in rank order."""
+    contending = in_contention(ranked, maximize=maximize)
+    trials = [{BACKBONE: name, **params} for params in portfolio for name in contending]
+    for s in ranked:
+        if not s.hopeless and s.backbone not in contending:
+            trials += [{BACKBONE: s.backbone, **params} for params in portfolio]
+    return trials

