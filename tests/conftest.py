@@ -19,6 +19,15 @@ BUILTINS = {  # autotl's own strategies -> the entry point (plugin) that provide
 }
 
 
+@pytest.fixture(autouse=True)
+def own_knowledge_base(tmp_path_factory, monkeypatch):
+    """Each test its own autotl cache (knowledge base, unpacked backbones) and no shipped
+    knowledge records: a search never learns from another test's, nor from the user's."""
+    monkeypatch.setenv("AUTOTL_CACHE", str(tmp_path_factory.mktemp("autotl-cache")))
+    monkeypatch.setenv("AUTOTL_STARTER_KNOWLEDGE", "0")
+    monkeypatch.delenv("AUTOTL_KNOWLEDGE", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A 2-layer, 32-wide BERT and its WordPiece tokenizer, saved as an HF directory."""

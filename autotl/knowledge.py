@@ -1,0 +1,296 @@
+"""The knowledge base: what finished searches learned, so the next search starts warm.
+
+A *record* is data, not code: the dataset's meta-features (rows, classes, imbalance,
+token-length percentiles, each backbone's probe score and LogME), every finished trial's
+configuration, score and cost, and the choice. Records live in an Optuna storage, one study
+per record (``autotl-knowledge:<id>``, the record in its user attributes): a journal file
+under autotl's cache directory by default (`bundled.cache_dir()`), or the team's own
+database (``--knowledge postgresql://...``, where its studies already live).
+
+A new search computes its meta-features, finds the most similar records (Euclidean
+distance on normalised meta-features, similarity exp(-distance)) and starts from their best
+configurations in place of the static portfolio (`warm_start`). Records shipped with autotl
+(`knowledge_starter.json`, written by ``python benchmarks/knowledge.py``) are read too,
+never written. An unreadable or corrupt knowledge base is one warning: the search goes on
+cold and records nothing there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("autotl")
+
+PREFIX = "autotl-knowledge:"
+KNOWLEDGE_ATTR = "knowledge"  # study user attr: the meta-features, what the warm start learned from
+RECORD_ATTR = "record"
+STARTER_FILE = Path(__file__).with_name("knowledge_starter.json")
+NEIGHBOURS = 3  # past searches a warm start learns from
+MAX_CONFIGS = 3  # best configurations taken from each
+VERSION = 1  # of the record format
+# Meta-feature -> its scale: a difference of one scale counts as one unit of distance.
+SCALES = {
+    "log10_rows": 0.5,  # 300 vs 1,000 rows: about one unit
+    "log2_classes": 1.5,  # 2 vs 6 classes: about one unit (regression: 0)
+    "regression": 0.5,
+    "imbalance": 0.5,  # rarest class / largest class
+    "log2_tokens_p50": 1.0,
+    "log2_tokens_p95": 1.0,
+    "probe": 0.1,  # the default backbone's probe score: 0.1 of the metric is one unit
+    "logme": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    record: dict
+    similarity: float
+
+
+def default_location() -> str:
+    from .bundled import cache_dir
+
+    return str(cache_dir() / "knowledge.journal")
+
+
+def open_knowledge(location: str | None):
+    """The knowledge base's Optuna storage (`location`: a URL or a .journal path; None: the
+    default file), created on first use."""
+    from .storage import open_storage
+
+    target = location or default_location()
+    if "://" not in target:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+    return open_storage(target, None)
+
+
+# -- meta-features ---------------------------------------------------------------------------
+
+def meta_features(target, setup, transferability: dict | None = None) -> dict:
+    """The dataset's meta-features: from its rows as tokenized for the first backbone and,
+    when given, the backbones' transferability (name -> Transferability.as_dict())."""
+    targets = np.asarray(target.train.targets)
+    regression = target.task.value == "regression"
+    lengths = np.array([len(ids) for ids in setup.train.ids] or [0])
+    features = {
+        "rows": int(len(setup.train) + len(setup.val)),
+        "log10_rows": math.log10(max(1, len(setup.train) + len(setup.val))),
+        "regression": float(regression),
+        "log2_classes": 0.0 if regression else math.log2(max(2, len(target.label_names))),
+        "imbalance": 1.0 if regression else _imbalance(targets),
+        "log2_tokens_p50": math.log2(max(1.0, float(np.percentile(lengths, 50)))),
+        "log2_tokens_p95": math.log2(max(1.0, float(np.percentile(lengths, 95)))),
+    }
+    if transferability:
+        first = transferability.get(setup.backbone) or next(iter(transferability.values()))
+        features["probe"], features["logme"] = float(first["probe"]), float(first["logme"])
+    return features
+
+
+def _imbalance(targets: np.ndarray) -> float:
+    counts = np.bincount(targets.astype(int)) if len(targets) else np.array([1])
+    counts = counts[counts > 0]
+    return float(counts.min() / counts.max())
+
+
+def distance(a: dict, b: dict) -> float:
+    """Euclidean distance over the meta-features both have, each divided by its scale."""
+    shared = [k for k in SCALES if k in a and k in b]
+    return math.sqrt(sum(((a[k] - b[k]) / SCALES[k]) ** 2 for k in shared)) if shared else math.inf
+
+
+def nearest(records: list[dict], meta: dict, *, k: int = NEIGHBOURS, exclude_data: str | None = None,
+            ) -> list[Neighbour]:
+    """The `k` records most similar to `meta` of the same task type (regression or not)
+    holding at least one finished trial; `exclude_data` leaves out records of that dataset."""
+    scored = []
+    for r in records:
+        other = r.get("meta") or {}
+        if other.get("regression") != meta.get("regression") or not r.get("trials"):
+            continue
+        if exclude_data is not None and (r.get("data") or {}).get("name") == exclude_data:
+            continue
+        scored.append(Neighbour(r, math.exp(-distance(meta, other))))
+    scored.sort(key=lambda n: (-n.similarity, n.record.get("id", "")))
+    return scored[:k]
+
+
+# -- warm start --------------------------------------------------------------------------------
+
+def warm_start(neighbours: list[Neighbour], strategies: dict, poolings: tuple[str, ...], *, limit: int,
+               backbones: tuple[str, ...] | None = None) -> list[dict]:
+    """First trials learned from `neighbours`: each one's best configurations (scores
+    normalised within its own search, so datasets of different difficulty weigh alike),
+    weighted by similarity, best first; only configurations this search can run (its
+    strategies, heads and backbones); at most `limit`."""
+    from .objective import BACKBONE, POOLING, STRATEGY
+
+    votes: dict[str, float] = {}
+    params_of: dict[str, dict] = {}
+    total = sum(n.similarity for n in neighbours) or 1.0
+    for n in neighbours:
+        trials = [t for t in n.record["trials"] if t.get("state") == "complete" and t.get("value") is not None]
+        if not trials:
+            continue
+        sign = 1.0 if n.record.get("maximize", True) else -1.0
+        values = [sign * t["value"] for t in trials]
+        low, high = min(values), max(values)
+        ranked = sorted(trials, key=lambda t: -sign * t["value"])
+        for t in ranked[:MAX_CONFIGS]:
+            params = dict(t["params"])
+            if params.get(STRATEGY) not in strategies:
+                continue
+            if getattr(strategies[params[STRATEGY]].strategy, "head", None):
+                params.pop(POOLING, None)
+            elif params.get(POOLING) not in poolings:
+                continue
+            if backbones is None or len(backbones) == 1:
+                params.pop(BACKBONE, None)  # a configuration learned on any backbone, run on ours
+            elif params.get(BACKBONE) not in backbones:
+                continue
+            key = json.dumps(params, sort_keys=True, default=str)
+            score = 1.0 if high == low else (sign * t["value"] - low) / (high - low)
+            votes[key] = votes.get(key, 0.0) + n.similarity / total * score
+            params_of[key] = params
+    order = sorted(votes, key=lambda key: (-votes[key], key))
+    return [params_of[key] for key in order[:limit]]
+
+
+def describe(neighbours: list[Neighbour]) -> str:
+    return ", ".join(f"{_name(n.record)} (similarity {n.similarity:.2f})" for n in neighbours)
+
+
+def _name(record: dict) -> str:
+    data = record.get("data") or {}
+    return f"{record.get('id', '?')} [{data.get('name', '?')}, {(record.get('meta') or {}).get('rows', '?')} rows]"
+
+
+LEARNED = 6  # at most this many warm-start configurations lead the first trials
+
+
+def learn(config, target, setup, ranking) -> tuple[list[dict], dict]:
+    """A new search's warm start: (its first configurations, learned from the most similar
+    past searches; what it learned from, for the study and the report)."""
+    meta = meta_features(target, setup, {r.backbone: r.as_dict() for r in ranking})
+    past = []
+    try:
+        past = records(open_knowledge(config.knowledge))
+    except Exception as exc:  # unreadable, corrupt, unreachable: never the search's end
+        from .redact import mask
+
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("knowledge base %s is unreadable (%s); this search starts without the past ones",
+                    mask(config.knowledge or default_location()), mask(first))
+    neighbours = nearest(past + starter_records(), meta)
+    learned = warm_start(neighbours, setup.strategies, setup.poolings, limit=LEARNED)
+    if learned:
+        log.info("warm start: %d first configurations learned from %s", len(learned), describe(neighbours))
+    else:
+        log.info("warm start: no similar past search in the knowledge base; the learned portfolio comes first")
+    return learned, {"meta": meta, "first": learned,
+                     "learned_from": [{"id": n.record.get("id"), "name": (n.record.get("data") or {}).get("name"),
+                                       "rows": (n.record.get("meta") or {}).get("rows"),
+                                       "similarity": round(n.similarity, 4)} for n in neighbours]}
+
+
+def record_search(config, study, target, setup, *, chosen: int | None) -> str | None:
+    """Write the finished search to the knowledge base; its id (None when that failed)."""
+    from pathlib import Path as _Path
+
+    from .study import TRANSFERABILITY
+
+    attrs = study.user_attrs.get(KNOWLEDGE_ATTR) or {}
+    if attrs.get("recorded"):
+        return attrs["recorded"]  # a resumed search that was recorded already
+    ranking = study.user_attrs.get(TRANSFERABILITY) or []
+    meta = attrs.get("meta") or meta_features(target, setup, {r["backbone"]: r for r in ranking})
+    record = make_record(study, name=_Path(config.data).stem, meta=meta, transferability=ranking,
+                         metric=setup.fit.metric.name, maximize=setup.fit.metric.maximize, chosen=chosen,
+                         learned_from=[n["id"] for n in attrs.get("learned_from", [])])
+    try:
+        rid = save(open_knowledge(config.knowledge), record)
+    except Exception as exc:
+        from .redact import mask
+
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("this search could not be recorded in the knowledge base (%s)", mask(first))
+        return None
+    study.set_user_attr(KNOWLEDGE_ATTR, {**attrs, "recorded": rid})
+    log.info("recorded in the knowledge base as %s (`autotl knowledge show %s`)", rid, rid)
+    return rid
+
+
+# -- records ------------------------------------------------------------------------------------
+
+def make_record(study, *, name: str, meta: dict, transferability: list | None, metric: str, maximize: bool,
+                chosen: int | None, learned_from: list[str] | None = None) -> dict:
+    """A finished search as a knowledge record."""
+    from optuna.trial import TrialState
+
+    trials = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.user_attrs.get("duplicate_of") is not None or t.user_attrs.get("skipped"):
+            continue
+        trials.append({"number": t.number, "params": dict(t.params), "state": t.state.name.lower(),
+                       "value": t.value if t.state is TrialState.COMPLETE else None,
+                       "seconds": t.user_attrs.get("seconds"), "best_epoch": t.user_attrs.get("best_epoch")})
+    return {"version": VERSION, "id": f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": {"name": name},
+            "meta": meta, "transferability": transferability or [], "metric": metric, "maximize": maximize,
+            "trials": trials, "chosen": chosen, "learned_from": learned_from or [], "source": "search"}
+
+
+def save(storage, record: dict) -> str:
+    import optuna
+
+    study = optuna.create_study(storage=storage, study_name=PREFIX + record["id"])
+    study.set_user_attr(RECORD_ATTR, record)
+    return record["id"]
+
+
+def records(storage) -> list[dict]:
+    """Every record in `storage`, oldest first."""
+    import optuna
+
+    out = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if summary.study_name.startswith(PREFIX):
+            record = summary.user_attrs.get(RECORD_ATTR)
+            if isinstance(record, dict):
+                out.append(record)
+    return sorted(out, key=lambda r: (r.get("created", ""), r.get("id", "")))
+
+
+def forget(storage, record_id: str) -> bool:
+    import optuna
+
+    try:
+        optuna.delete_study(study_name=PREFIX + record_id, storage=storage)
+        return True
+    except KeyError:
+        return False
+
+
+def starter_records() -> list[dict]:
+    """The records shipped with autotl (benchmark runs on the shared datasets); none when
+    AUTOTL_STARTER_KNOWLEDGE=0 (a leave-one-out benchmark brings its own)."""
+    import os
+
+    if os.environ.get("AUTOTL_STARTER_KNOWLEDGE", "1").strip().lower() in ("0", "false", "no"):
+        return []
+    try:
+        content = json.loads(STARTER_FILE.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("the starter knowledge file %s is unreadable (%s); it is ignored", STARTER_FILE, exc)
+        return []
+    return [dict(r, source="starter") for r in content.get("records", []) if isinstance(r, dict)]

@@ -1,0 +1,166 @@
+"""The knowledge base: meta-features, the nearest past searches, warm starts, records."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+
+import autotl
+from autotl import knowledge
+from autotl.knowledge import Neighbour, distance, nearest, warm_start
+from autotl.plugins import Registry
+
+
+def meta(rows=300, classes=2, regression=0.0, imbalance=1.0, probe=0.8):
+    import math
+
+    return {"rows": rows, "log10_rows": math.log10(rows), "regression": regression,
+            "log2_classes": 0.0 if regression else math.log2(classes), "imbalance": imbalance,
+            "log2_tokens_p50": 4.0, "log2_tokens_p95": 5.0, "probe": probe, "logme": 0.1}
+
+
+def record(rid, name, m, trials, maximize=True):
+    return {"id": rid, "data": {"name": name}, "meta": m, "maximize": maximize,
+            "trials": [{"params": p, "state": "complete", "value": v} for p, v in trials]}
+
+
+FT = {"strategy": "full_finetune", "head.pooling": "mean", "full_finetune.lr": 1e-4}
+LP = {"strategy": "linear_probe", "head.pooling": "mean", "linear_probe.lr": 1e-3}
+LLRD = {"strategy": "llrd", "head.pooling": "standard", "llrd.lr": 2e-4}
+
+
+def test_distance_scales_each_meta_feature():
+    assert distance(meta(), meta()) == 0.0
+    assert distance(meta(rows=300), meta(rows=3000)) == pytest.approx(2.0)  # one decade: two units
+    assert distance(meta(probe=0.8), meta(probe=0.9)) == pytest.approx(1.0)
+    assert distance({"log10_rows": 2.0}, {"probe": 0.5}) == float("inf")  # nothing shared
+
+
+def test_the_nearest_searches_are_of_the_same_task_type_and_most_similar():
+    records = [record("far", "a", meta(rows=30000, classes=50), [(FT, 0.9)]),
+               record("near", "b", meta(rows=350), [(FT, 0.9)]),
+               record("mid", "c", meta(rows=1000, classes=4), [(FT, 0.9)]),
+               record("regr", "d", meta(rows=300, regression=1.0), [(FT, 0.9)]),
+               record("empty", "e", meta(rows=300), [])]
+    found = nearest(records, meta(rows=300), k=2)
+    assert [n.record["id"] for n in found] == ["near", "mid"]
+    assert 0 < found[1].similarity < found[0].similarity <= 1
+    assert [n.record["id"] for n in nearest(records, meta(rows=300), k=2, exclude_data="b")] == ["mid", "far"]
+
+
+def test_a_warm_start_weighs_each_searchs_best_configurations_by_similarity():
+    strategies = Registry().select(["full_finetune", "linear_probe", "llrd"])
+    close = Neighbour(record("x", "x", meta(), [(FT, 0.90), (LP, 0.70), (LLRD, 0.80)]), 0.9)
+    far = Neighbour(record("y", "y", meta(), [(FT, 0.50), (LP, 0.60), (LLRD, 0.40)]), 0.1)
+    assert warm_start([close, far], strategies, ("standard", "mean"), limit=5) == [FT, LLRD, LP]
+    # the far search's own best first when it is the close one
+    assert warm_start([Neighbour(far.record, 0.9), Neighbour(close.record, 0.1)], strategies,
+                      ("standard", "mean"), limit=1) == [LP]
+    # only what this search can run: its strategies and heads
+    assert warm_start([close], Registry().select(["linear_probe", "llrd"]), ("mean",), limit=5) == [LP]
+
+
+def test_a_warm_start_of_a_lower_is_better_metric():
+    strategies = Registry().select(["full_finetune", "linear_probe"])
+    past = Neighbour(record("x", "x", meta(), [(FT, 0.30), (LP, 0.10)], maximize=False), 1.0)
+    assert warm_start([past], strategies, ("mean",), limit=2) == [LP, FT]
+
+
+def _search(csv, model_dir, out, **kw):
+    return autotl.search(csv, model=model_dir, out=out, n_trials=2, strategies=["linear_probe", "full_finetune"],
+                         progress=False, rescore=0, **kw)
+
+
+def test_a_finished_search_is_recorded_and_the_next_one_learns_from_it(tiny_csv, tiny_model_dir, tmp_path):
+    base = tmp_path / "kb.journal"
+    first = _search(tiny_csv, tiny_model_dir, tmp_path / "one", knowledge=str(base))
+    saved = knowledge.records(knowledge.open_knowledge(str(base)))
+    assert len(saved) == 1
+    rec = saved[0]
+    assert rec["data"]["name"] == "data" and rec["meta"]["rows"] == 60 and rec["chosen"] == first.chosen
+    assert {t["params"]["strategy"] for t in rec["trials"]} == {"linear_probe", "full_finetune"}
+    assert {"probe", "logme", "imbalance", "log2_tokens_p95"} <= set(rec["meta"])
+
+    # The second search's own portfolio puts the first search's loser first; the warm start
+    # puts the winner first.
+    ranked = sorted((t for t in rec["trials"] if t["value"] is not None), key=lambda t: -t["value"])
+    winner, loser = ranked[0]["params"], ranked[-1]["params"]
+    assert winner["strategy"] != loser["strategy"]
+    own = tmp_path / "portfolio.json"
+    own.write_text(json.dumps({"evaluated_strategies": ["linear_probe", "full_finetune"], "buckets": [
+        {"max_rows": None, "order": [{"name": "l", "params": loser}, {"name": "w", "params": winner}]}]}))
+    second = _search(tiny_csv, tiny_model_dir, tmp_path / "two", knowledge=str(base), portfolio=str(own))
+    info = json.loads((second.best_model / "autotl.json").read_text())
+    assert [p["id"] for p in info["knowledge"]["learned_from"]] == [rec["id"]]
+    assert info["knowledge"]["learned_from"][0]["similarity"] == pytest.approx(1.0)  # the same data
+    trial0 = next(r for r in second.leaderboard if r["trial"] == 0)
+    assert trial0["strategy"] == winner["strategy"]  # without the warm start it would be the loser
+    report = (second.run_dir / "report.md").read_text()
+    assert f"`{rec['id']}`" in report and "**Warm start:**" in report
+    assert len(knowledge.records(knowledge.open_knowledge(str(base)))) == 2
+
+
+def test_no_knowledge_reads_and_records_nothing(tiny_csv, tiny_model_dir, tmp_path, caplog):
+    base = tmp_path / "kb.journal"
+    _search(tiny_csv, tiny_model_dir, tmp_path / "one", knowledge=str(base))
+    with caplog.at_level(logging.INFO, logger="autotl"):
+        result = _search(tiny_csv, tiny_model_dir, tmp_path / "two", knowledge=str(base), use_knowledge=False)
+    assert "warm start" not in caplog.text and "recorded in the knowledge base" not in caplog.text
+    assert "knowledge" not in json.loads((result.best_model / "autotl.json").read_text())
+    assert len(knowledge.records(knowledge.open_knowledge(str(base)))) == 1
+
+
+def test_a_corrupt_knowledge_base_is_one_warning_and_the_search_goes_on_cold(tiny_csv, tiny_model_dir, tmp_path,
+                                                                            caplog):
+    base = tmp_path / "kb.journal"
+    base.write_text("this is not a journal\n" * 3)
+    with caplog.at_level(logging.INFO, logger="autotl"):
+        result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", knowledge=str(base))
+    assert result.best_model is not None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "knowledge base" in r.getMessage()]
+    assert 1 <= len(warnings) <= 2, [w.getMessage() for w in warnings]  # reading, and maybe recording
+    assert "unreadable" in warnings[0].getMessage() and "\n" not in warnings[0].getMessage()
+    assert "Traceback" not in caplog.text
+
+
+def test_the_knowledge_command_lists_shows_and_forgets(tiny_csv, tiny_model_dir, tmp_path):
+    from autotl.cli import main
+
+    base = tmp_path / "kb.journal"
+    _search(tiny_csv, tiny_model_dir, tmp_path / "one", knowledge=str(base))
+    rid = knowledge.records(knowledge.open_knowledge(str(base)))[0]["id"]
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(["knowledge", *argv, "--knowledge", str(base)])
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, _ = run("list")
+    assert code == 0 and rid in out and "1 recorded in" in out
+    code, out, _ = run("show", rid)
+    assert code == 0 and json.loads(out)["id"] == rid
+    code, _, err = run("show", "nope")
+    assert code == 2 and "no knowledge record 'nope'" in err
+    code, out, _ = run("forget", rid)
+    assert code == 0 and knowledge.records(knowledge.open_knowledge(str(base))) == []
+
+
+def test_the_shipped_starter_records_are_read_and_cannot_be_forgotten(monkeypatch, tmp_path):
+    from autotl.cli import main
+
+    starter = tmp_path / "starter.json"
+    starter.write_text(json.dumps({"records": [record("starter-x", "x", meta(), [(FT, 0.9)])]}))
+    monkeypatch.setattr(knowledge, "STARTER_FILE", starter)
+    monkeypatch.setenv("AUTOTL_STARTER_KNOWLEDGE", "1")
+    assert [r["id"] for r in knowledge.starter_records()] == ["starter-x"]
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert main(["knowledge", "forget", "starter-x", "--knowledge", str(tmp_path / "kb.journal")]) == 2
+    assert "cannot be forgotten" in err.getvalue()
+    monkeypatch.setenv("AUTOTL_STARTER_KNOWLEDGE", "0")
+    assert knowledge.starter_records() == []
