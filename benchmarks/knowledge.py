@@ -9,7 +9,8 @@
 
     python benchmarks/knowledge.py compare ../shared/data/{sst2,trec6,...} --rows 300 --seeds 0
         Leave-one-dataset-out: for each dataset, `autotl search` cold (--no-knowledge) and
-        warm (a knowledge base holding the starter records of the *other* datasets only), at
+        warm (a knowledge base holding the starter records of the *other* datasets only),
+        both with the portfolio learned without it (benchmarks/results/portfolio_loo), at
         the same --timeout (default: the recipe's wall seconds from
         benchmarks/results/compare_matrix.json, i.e. the matrix's 1x budget); test scored
         once per run. Resumable; results in benchmarks/results/knowledge_loo.json and a
@@ -111,9 +112,11 @@ def loo_knowledge(dataset: str, path: Path) -> None:
             knowledge.save(storage, dict(record, source="search"))
 
 
-def run_search(train: Path, test: Path, seconds: float, seed: int, run_dir: Path, knowledge_args: list[str]) -> dict:
+def run_search(train: Path, test: Path, seconds: float, seed: int, run_dir: Path, knowledge_args: list[str],
+               portfolio_file: Path | None = None) -> dict:
     cmd = [sys.executable, "-m", "autotl.cli", "search", str(train), "--test", str(test), "--timeout",
-           f"{seconds:.0f}s", "--seed", str(seed), "--out", str(run_dir), "--no-progress", *knowledge_args]
+           f"{seconds:.0f}s", "--seed", str(seed), "--out", str(run_dir), "--no-progress", *knowledge_args,
+           *(["--portfolio", str(portfolio_file)] if portfolio_file else [])]
     env = {**os.environ, "AUTOTL_STARTER_KNOWLEDGE": "0"}  # only what the leave-one-out journal holds
     started = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -164,7 +167,10 @@ def cmd_compare(args) -> int:
                     for arm, extra in arms.items():
                         if (folder.name, rows, seed, arm) in done:
                             continue
-                        r = run_search(tmp / "train.csv", folder / "test.csv", seconds, seed, tmp / arm, extra)
+                        # Both arms: the portfolio learned without this dataset (the shipped one saw it).
+                        loo = HERE / "results" / "portfolio_loo" / f"{folder.name}.json"
+                        r = run_search(tmp / "train.csv", folder / "test.csv", seconds, seed, tmp / arm, extra,
+                                       loo if loo.is_file() else None)
                         r.update(dataset=folder.name, rows=rows, seed=seed, arm=arm, budget_seconds=round(seconds, 1))
                         results["results"].append(r)
                         out.parent.mkdir(parents=True, exist_ok=True)
