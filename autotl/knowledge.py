@@ -66,9 +66,16 @@ def open_knowledge(location: str | None):
     default file), created on first use."""
     from .storage import open_storage
 
+    import os
+
     target = location or default_location()
-    if "://" not in target:
+    if "://" not in target and not Path(target).exists():
         Path(target).parent.mkdir(parents=True, exist_ok=True)
+        try:  # owner-only: it holds what the user's data looked like
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            log.info("created the knowledge base %s", target)
+        except FileExistsError:
+            pass  # another process created it meanwhile
     return open_storage(target, None)
 
 
