@@ -171,14 +171,15 @@ def backbone_lines(ranking: list[dict] | None, done: list[dict], metric: str) ->
     lines = ["**Backbones**, ranked before any training on their frozen features (LogME, You et al. 2021; "
              f"a ridge probe's {metric} over 5 folds of the training rows), and the best validation {metric} "
              "each reached:", "",
-             f"| rank | backbone | LogME | probe {metric} | best trained {metric} | trials |", "|---|---|---|---|---|---|"]
+             f"| rank | backbone | LogME | probe {metric} | forward pass s | best trained {metric} | trials |",
+             "|---|---|---|---|---|---|---|"]
     for i, r in enumerate(ranking, 1):
         won = best.get(r["backbone"])
         trained = f"{won['score']:.4f} (trial {won['trial']}, {won['strategy']})" if won else (
             "none: hopeless here" if r.get("hopeless") else "none")
         count = sum(d["backbone"] == r["backbone"] for d in done)
         lines.append(f"| {i} | {r['backbone']} | {r['logme']:.3f} | {r['probe']:.4f} ± {r['probe_se']:.4f} | "
-                     f"{trained} | {count} |")
+                     f"{r.get('seconds', 0.0):.1f} | {trained} | {count} |")
     trained = [r for r in ranking if r["backbone"] in best]
     finals = [best[r["backbone"]]["score"] for r in trained]
     if len(trained) >= 2:

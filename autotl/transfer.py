@@ -42,10 +42,11 @@ class Transferability:
     probe_se: float
     ridge: float  # the probe's penalty (alpha/beta from LogME, on standardised features)
     hopeless: bool = False
+    seconds: float = 0.0  # its forward pass over the training rows: what a step of it costs, relatively
 
     def as_dict(self) -> dict:
         return {"backbone": self.backbone, "logme": self.logme, "probe": self.probe, "probe_se": self.probe_se,
-                "ridge": self.ridge, "hopeless": self.hopeless}
+                "ridge": self.ridge, "hopeless": self.hopeless, "seconds": self.seconds}
 
 
 def logme(features: np.ndarray, targets: np.ndarray, *, regression: bool = False) -> tuple[float, float]:
@@ -166,7 +167,7 @@ def _mark(s: Transferability, best: Transferability, sign: float) -> Transferabi
     gap = sign * (best.probe - s.probe)
     se = max(_finite(s.probe_se), _finite(best.probe_se), 1e-12)
     hopeless = s is not best and gap > HOPELESS_SE * se and s.logme < best.logme
-    return Transferability(s.backbone, s.logme, s.probe, s.probe_se, s.ridge, hopeless)
+    return Transferability(s.backbone, s.logme, s.probe, s.probe_se, s.ridge, hopeless, s.seconds)
 
 
 def _finite(x: float) -> float:

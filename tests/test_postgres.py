@@ -110,3 +110,20 @@ def test_a_worker_killed_mid_trial_has_its_trial_rerun(tiny_csv, tiny_model_dir,
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) >= 6  # the killed trial did not count; the study still completed
+
+
+def test_a_team_knowledge_base_on_postgres_is_written_by_one_search_and_read_by_the_next(tiny_csv, tiny_model_dir,
+                                                                                        tmp_path):
+    from autotl import knowledge
+
+    storage = knowledge.open_knowledge(URL)
+    before = {r["id"] for r in knowledge.records(storage)}
+    runs = [autotl.search(tiny_csv, model=tiny_model_dir, out=tmp_path / name, n_trials=2, knowledge=URL,
+                          strategies=["linear_probe", "full_finetune"], progress=False, rescore=0)
+            for name in ("one", "two")]
+    new = [r for r in knowledge.records(storage) if r["id"] not in before]
+    assert len(new) == 2
+    second = json.loads((runs[1].best_model / "autotl.json").read_text())
+    assert new[0]["id"] in [p["id"] for p in second["knowledge"]["learned_from"]]
+    for r in new:
+        assert knowledge.forget(storage, r["id"])

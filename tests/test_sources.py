@@ -70,8 +70,8 @@ def test_the_ranking_is_recorded_and_each_backbone_has_its_own_rows_and_caches(t
         setup.for_params({BACKBONE: "other"})
 
 
-def t(name, probe, se=0.02, logme=0.0, hopeless=False):
-    return Transferability(name, logme, probe, se, 1.0, hopeless)
+def t(name, probe, se=0.02, logme=0.0, hopeless=False, seconds=1.0):
+    return Transferability(name, logme, probe, se, 1.0, hopeless, seconds)
 
 
 def test_first_trials_interleave_backbones_in_contention_and_give_the_hopeless_none():
@@ -83,6 +83,10 @@ def test_first_trials_interleave_backbones_in_contention_and_give_the_hopeless_n
         {BACKBONE: "a", "strategy": "p"}, {BACKBONE: "b", "strategy": "p"},
         {BACKBONE: "a", "strategy": "q"}, {BACKBONE: "b", "strategy": "q"},
         {BACKBONE: "c", "strategy": "p"}, {BACKBONE: "c", "strategy": "q"}]
+    # tied on the probe, the cheaper backbone's trials go first (a slow first trial at a
+    # small budget is cut short)
+    ranked = [t("big", 0.75, seconds=10.0), t("small", 0.70, se=0.03, seconds=3.0)]
+    assert [p[BACKBONE] for p in first_trials(ranked, portfolio)] == ["small", "big", "small", "big"]
 
 
 def test_the_sampler_is_offered_the_backbones_not_hopeless(tmp_path):
