@@ -216,6 +216,8 @@ def _summary(result) -> str:
     soup = (result.final or {}).get("soup")
     made = f"a soup of trials {', '.join(map(str, soup['members']))} from " if soup else ""
     what = f"{row['strategy']}/{row['head']}" if row else "?"
+    if row and len({r.get("backbone") for r in result.leaderboard}) > 1:
+        what += f" on {row['backbone']}"  # several backbones searched: say which one won
     # A soup's own validation score, not its first ingredient's (which the leaderboard shows).
     score = soup["val"] if soup else result.best_score
     alone = f" (trial {result.chosen} alone: {result.best_score:.4f})" if soup else ""

@@ -129,3 +129,15 @@ def test_auto_takes_every_bundled_backbone_installed(tmp_path, tiny_csv, monkeyp
     monkeypatch.setattr(bundled, "installed", lambda: [])
     with pytest.raises(UsageError, match="no bundled backbone installed; pip install"):
         RunConfig.build(tiny_csv, model="auto", out=str(tmp_path / "r"))
+
+
+def test_the_ranking_reads_at_most_ranking_rows_the_same_for_every_backbone(monkeypatch):
+    from autotl import sources
+    from autotl.batching import Encoded
+
+    data = Encoded(tuple((i,) for i in range(50)), np.arange(50), "k")
+    assert sources.ranking_rows(data, 0) is data
+    monkeypatch.setattr(sources, "RANKING_ROWS", 20)
+    a, b = sources.ranking_rows(data, 0), sources.ranking_rows(data, 0)
+    assert len(a) == 20 and a.ids == b.ids and a.key != data.key
+    assert [x[0] for x in a.ids] == list(a.targets)  # rows and targets stay aligned
