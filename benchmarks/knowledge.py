@@ -7,6 +7,13 @@
         classes, imbalance, token lengths, all-MiniLM-L6-v2's probe score and LogME) and
         every evaluated configuration's *validation* score and cost, as a search records it.
 
+    python benchmarks/knowledge.py simulate [--min-similarity S]
+        Validation-only replay, leave one dataset out: for each evidence task, the first k
+        configurations the warm start would enqueue (from the starter records of the other
+        datasets) against the first k of the leave-one-out portfolio; each scored by its
+        held-out *dev* score in that task's evidence (rows of train.csv the search never saw;
+        no test set). The best dev score among the first k, averaged over tasks.
+
     python benchmarks/knowledge.py compare ../shared/data/{sst2,trec6,...} --rows 300 --seeds 0
         Leave-one-dataset-out: for each dataset, `autotl search` cold (--no-knowledge) and
         warm (a knowledge base holding the starter records of the *other* datasets only),
@@ -211,11 +218,56 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cmd_simulate(args) -> int:
+    from autotl import knowledge
+    from autotl.plugins import Registry
+    from autotl.portfolio import bucket_for
+
+    strategies = Registry().strategies()
+    records = json.loads(STARTER.read_text())["records"]
+    by_task = portfolio.tasks(portfolio.read_evidence())
+    names = {json.dumps(p, sort_keys=True): n for n, p in portfolio.candidates().items()}
+    lines = ["| task | k | portfolio (LOO) best dev | warm start best dev | warm − portfolio | neighbours |",
+             "|---|---|---|---|---|---|"]
+    diffs = {k: [] for k in (1, 2, 3)}
+    for record in records:
+        dataset, rows, seed = record["data"]["name"], record["meta"]["rows"], int(record["id"].rsplit("-", 1)[1])
+        task = by_task.get((dataset, int(record["id"].rsplit("-", 2)[1]), seed))
+        if not task:
+            continue
+        others = [r for r in records if r["data"]["name"] != dataset]
+        near = knowledge.nearest(others, record["meta"], min_similarity=args.min_similarity)
+        learned = knowledge.warm_start(near, strategies, ("standard", "mean"), limit=knowledge.LEARNED)
+        warm = [names.get(json.dumps(p, sort_keys=True)) for p in learned]
+        loo = json.loads((HERE / "results" / "portfolio_loo" / f"{dataset}.json").read_text())
+        order = [o["name"] for o in bucket_for(loo, rows)["order"]]
+        warm = [n for n in warm if n] + [n for n in order if n not in warm]  # the portfolio follows
+        sign = 1 if task[order[0]]["metric"] not in ("mse", "mae") else -1
+        for k in (1, 2, 3):
+            def best(first):
+                scores = [task[n]["dev_score"] for n in first[:k] if n in task]
+                return max(scores, key=lambda v: sign * v) if scores else None
+            p, w = best(order), best(warm)
+            if p is None or w is None:
+                continue
+            diffs[k].append(sign * (w - p))
+            lines.append(f"| {record['id']} | {k} | {p:.3f} | {w:.3f} | {sign * (w - p):+.3f} | "
+                         f"{', '.join(f'{n.record[chr(105) + chr(100)]} {n.similarity:.2f}' for n in near)} |")
+    summary = [f"k={k}: warm − portfolio {sum(v) / len(v):+.4f} mean over {len(v)} tasks "
+               f"({sum(x > 0 for x in v)} better, {sum(x < 0 for x in v)} worse)" for k, v in diffs.items() if v]
+    text = (f"# Warm start vs the leave-one-out portfolio, replayed on dev scores (min similarity "
+            f"{args.min_similarity})\n\n" + "\n".join(lines) + "\n\n" + "\n".join(summary) + "\n")
+    print(text, end="")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build")
     b.add_argument("--data", type=Path, default=DATA)
+    m = sub.add_parser("simulate")
+    m.add_argument("--min-similarity", type=float, default=0.0, help="default 0: the rule without a floor")
     c = sub.add_parser("compare")
     c.add_argument("datasets", nargs="+", type=Path)
     c.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=[300])
@@ -223,7 +275,7 @@ def main(argv=None) -> int:
     c.add_argument("--seconds", type=float, default=None, help="budget per search (default: the recipe's)")
     c.add_argument("--out", default=str(LOO_OUT))
     args = parser.parse_args(argv)
-    return cmd_build(args) if args.command == "build" else cmd_compare(args)
+    return {"build": cmd_build, "simulate": cmd_simulate, "compare": cmd_compare}[args.command](args)
 
 
 if __name__ == "__main__":
