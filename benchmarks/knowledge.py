@@ -19,7 +19,7 @@
         warm (a knowledge base holding the starter records of the *other* datasets only),
         both with the portfolio learned without it (benchmarks/results/portfolio_loo), at
         the same --timeout (default: the recipe's wall seconds from
-        benchmarks/results/compare_matrix.json, i.e. the matrix's 1x budget); test scored
+        benchmarks/results/compare_matrix*.json, i.e. the matrix's 1x budget); test scored
         once per run. Resumable; results in benchmarks/results/knowledge_loo.json and a
         table beside it: mean test score warm vs cold, and the seconds each took to reach
         the cold search's final validation score.
@@ -101,12 +101,17 @@ def cmd_build(args) -> int:
 # -- compare: warm vs cold, leave one dataset out ---------------------------------------------------
 
 def recipe_seconds(dataset: str, rows: int, seed: int) -> float | None:
-    try:
-        results = json.loads((HERE / "results" / "compare_matrix.json").read_text())["results"]
-    except (OSError, ValueError, KeyError):
-        return None
-    return next((r["wall_seconds"] for r in results if (r["dataset"], r["rows"], r["seed"], r["contender"])
-                 == (dataset, rows, seed, "seed") and "error" not in r), None)
+    """The recipe's wall seconds on this cell in the matrix's results (compare_matrix*.json)."""
+    for path in sorted((HERE / "results").glob("compare_matrix*.json")):
+        try:
+            results = json.loads(path.read_text())["results"]
+        except (OSError, ValueError, KeyError):
+            continue
+        found = next((r["wall_seconds"] for r in results if (r["dataset"], r["rows"], r["seed"], r["contender"])
+                      == (dataset, rows, seed, "seed") and "error" not in r), None)
+        if found is not None:
+            return found
+    return None
 
 
 def loo_knowledge(dataset: str, path: Path) -> None:

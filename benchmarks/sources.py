@@ -4,7 +4,7 @@
 
 For each dataset, rows and seed (the same stratified sample as benchmarks/compare.py), three
 `autotl search` runs at the same --timeout (default: 3x the recipe's wall seconds from
-benchmarks/results/compare_matrix.json, the matrix's 3x budget): all-MiniLM-L6-v2 alone,
+benchmarks/results/compare_matrix*.json, the matrix's 3x budget): all-MiniLM-L6-v2 alone,
 all-mpnet-base-v2 alone, and both in one search (`--model all-MiniLM-L6-v2,all-mpnet-base-v2`).
 Each scores the test set once. All runs use --no-knowledge (no warm start from other runs)
 and the leave-one-dataset-out portfolio when benchmarks/results/portfolio_loo holds one.
@@ -35,12 +35,17 @@ ARMS = {"minilm": MINILM, "mpnet": MPNET, "both": f"{MINILM},{MPNET}"}
 
 
 def recipe_seconds(dataset: str, rows: int, seed: int) -> float | None:
-    try:
-        results = json.loads((HERE / "results" / "compare_matrix.json").read_text())["results"]
-    except (OSError, ValueError, KeyError):
-        return None
-    return next((r["wall_seconds"] for r in results if (r["dataset"], r["rows"], r["seed"], r["contender"])
-                 == (dataset, rows, seed, "seed") and "error" not in r), None)
+    """The recipe's wall seconds on this cell in the matrix's results (compare_matrix*.json)."""
+    for path in sorted((HERE / "results").glob("compare_matrix*.json")):
+        try:
+            results = json.loads(path.read_text())["results"]
+        except (OSError, ValueError, KeyError):
+            continue
+        found = next((r["wall_seconds"] for r in results if (r["dataset"], r["rows"], r["seed"], r["contender"])
+                      == (dataset, rows, seed, "seed") and "error" not in r), None)
+        if found is not None:
+            return found
+    return None
 
 
 def run(train: Path, test: Path, model: str, seconds: float, seed: int, run_dir: Path, portfolio: Path | None) -> dict:
