@@ -110,6 +110,7 @@ def test_a_finished_search_is_recorded_and_the_next_one_learns_from_it(tiny_csv,
 def test_no_knowledge_reads_and_records_nothing(tiny_csv, tiny_model_dir, tmp_path, caplog):
     base = tmp_path / "kb.journal"
     _search(tiny_csv, tiny_model_dir, tmp_path / "one", knowledge=str(base))
+    caplog.clear()  # only the second search's lines
     with caplog.at_level(logging.INFO, logger="autotl"):
         result = _search(tiny_csv, tiny_model_dir, tmp_path / "two", knowledge=str(base), use_knowledge=False)
     assert "warm start" not in caplog.text and "recorded in the knowledge base" not in caplog.text
