@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bundled import MINILM, bundled_name, model_dir
-from .errors import ModelError
+from .errors import ModelError, first_line
 
 DEFAULT_MODEL = MINILM
 
@@ -89,8 +89,7 @@ def _from_hub(name: str) -> str:
     try:
         return snapshot_download(name, allow_patterns=HUB_FILES)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"could not download model '{name}' from the Hugging Face hub: {first}; "
+        raise ModelError(f"could not download model '{name}' from the Hugging Face hub: {first_line(exc)}; "
                          "check the name (e.g. google-bert/bert-base-uncased)") from None
 
 
@@ -107,7 +106,7 @@ def _load(what: str, name: str, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         hint = (
             "no local directory has that name and the Hugging Face hub could not provide it "
             "(offline?); pass a local model directory or the bundled default "

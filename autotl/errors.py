@@ -34,6 +34,13 @@ class StrategyError(AutotlError):
     """A strategy could not prepare or train; fails its own trial, not the search."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (a driver's or the hub's can run long),
+    else its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """`" (did you mean 'x'?)"` for the closest choice, or `""` when nothing is close."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)

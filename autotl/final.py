@@ -7,8 +7,10 @@ In order (each step logs what it did and why):
    it validates strictly better than the chosen model alone.
 3. The refit: the chosen configuration (every soup ingredient, for a soup) retrained on
    train + validation rows for the epochs that won. A refit that would end past the timeout
-   by one of its epochs or more is skipped (less is allowed, the budget's promise for trials): a soup falls back to its chosen configuration alone, a single model keeps
-   the trial's own weights (from the stored candidates, else rebuilt).
+   by one of its epochs or more is skipped (less is allowed: the budget's promise for
+   trials): a soup falls back to its chosen configuration alone (or, when that does not fit
+   either, is kept as trained), a single model keeps the trial's own weights (from the
+   stored candidates, else rebuilt).
 4. With ``--ensemble K``: the chosen and the next best K-1 configurations, each refit as
    the budget allows, saved as RUN_DIR/ensemble (served by `autotl predict RUN_DIR`).
 5. The test set, scored once for what was exported (best/, and the ensemble).

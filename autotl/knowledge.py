@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import first_line
+
 log = logging.getLogger("autotl")
 
 PREFIX = "autotl-knowledge:"
@@ -204,9 +206,8 @@ def learn(config, target, setup, ranking) -> tuple[list[dict], dict]:
     except Exception as exc:  # unreadable, corrupt, unreachable: never the search's end
         from .redact import mask
 
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         log.warning("knowledge base %s is unreadable (%s); this search starts without the past ones",
-                    mask(config.knowledge or default_location()), mask(first))
+                    mask(config.knowledge or default_location()), mask(first_line(exc)))
     neighbours = nearest(past + starter_records(), meta)
     learned = warm_start(neighbours, setup.strategies, setup.poolings, limit=LEARNED)
     if learned:
@@ -221,8 +222,6 @@ def learn(config, target, setup, ranking) -> tuple[list[dict], dict]:
 
 def record_search(config, study, target, setup, *, chosen: int | None) -> str | None:
     """Write the finished search to the knowledge base; its id (None when that failed)."""
-    from pathlib import Path as _Path
-
     from .study import TRANSFERABILITY
 
     attrs = study.user_attrs.get(KNOWLEDGE_ATTR) or {}
@@ -230,7 +229,7 @@ def record_search(config, study, target, setup, *, chosen: int | None) -> str | 
         return attrs["recorded"]  # a resumed search that was recorded already
     ranking = study.user_attrs.get(TRANSFERABILITY) or []
     meta = attrs.get("meta") or meta_features(target, setup, {r["backbone"]: r for r in ranking})
-    record = make_record(study, name=_Path(config.data).stem, meta=meta, transferability=ranking,
+    record = make_record(study, name=Path(config.data).stem, meta=meta, transferability=ranking,
                          metric=setup.fit.metric.name, maximize=setup.fit.metric.maximize, chosen=chosen,
                          learned_from=[n["id"] for n in attrs.get("learned_from", [])])
     try:
@@ -238,8 +237,7 @@ def record_search(config, study, target, setup, *, chosen: int | None) -> str | 
     except Exception as exc:
         from .redact import mask
 
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        log.warning("this search could not be recorded in the knowledge base (%s)", mask(first))
+        log.warning("this search could not be recorded in the knowledge base (%s)", mask(first_line(exc)))
         return None
     study.set_user_attr(KNOWLEDGE_ATTR, {**attrs, "recorded": rid})
     log.info("recorded in the knowledge base as %s (`autotl knowledge show %s`)", rid, rid)

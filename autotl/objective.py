@@ -130,11 +130,6 @@ def tokenizer_of(setup: TrialSetup):
     return load_tokenizer(setup.backbone_path)
 
 
-def backbone_of(params: dict, setup: TrialSetup) -> str:
-    """The backbone a configuration trains: the one its params name, else the search's only one."""
-    return params.get(BACKBONE) or setup.backbone
-
-
 def head_of(params: dict, strategy) -> str:
     """The head a configuration trains: its searched pooling, or the one its strategy fixes
     (the `baseline` recipe always uses the architecture's own head)."""

@@ -15,6 +15,7 @@ from .decide import CHOICE
 from .errors import AutotlError, UsageError
 from .export import clean_leftovers, restore_best, save_best
 from .final import final_model, holds, info_for, read_info, refit_seconds, score_test
+from .knowledge import KNOWLEDGE_ATTR, learn, record_search
 from .objective import POOLING, SKIPPED, STRATEGY, UPLOAD_ERROR, Objective, compact, tokenizer_of
 from .report import leaderboard, write_leaderboard, write_report
 from .result import SearchResult
@@ -47,8 +48,6 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
             ranking.extend(sources.assess_backbones(setup))
         prefer = []
         if config.use_knowledge:
-            from .knowledge import learn
-
             prefer, about = learn(config, target, setup, ranking)
             learned.update(about)
         trials = first_trials(setup.strategies, setup.poolings, rows, config.portfolio,
@@ -62,8 +61,6 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     if ranking:
         study.set_user_attr(studies.TRANSFERABILITY, [r.as_dict() for r in ranking])
     if learned:
-        from .knowledge import KNOWLEDGE_ATTR
-
         study.set_user_attr(KNOWLEDGE_ATTR, learned)
     studies.save_config(study, config)
     study.set_user_attr(FINALIZING, False)  # trials (again): best/ follows the best so far until the end
@@ -73,8 +70,6 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     clean_leftovers(store.root)  # uploads cut short by a crash
     info_base = {"backbone": prepared.backbone.name, "metric": setup.fit.metric.name, "data": target.schema(),
                  "study": config.study_name}
-    from .knowledge import KNOWLEDGE_ATTR
-
     if (study.user_attrs.get(KNOWLEDGE_ATTR) or {}).get("learned_from"):
         info_base["knowledge"] = {"learned_from": study.user_attrs[KNOWLEDGE_ATTR]["learned_from"]}
     run = dict(tokenizer=prepared.tokenizer, run_dir=run_dir, store=store, budget=budget, n_trials=config.n_trials,
@@ -105,8 +100,6 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     elif best is not None:
         info = read_info(run_dir)
     if best is not None and not interrupted and config.use_knowledge:
-        from .knowledge import record_search
-
         record_search(config, study, target, setup, chosen=(info or {}).get("trial"))
     rows = leaderboard(study)
     write_leaderboard(rows, run_dir)
