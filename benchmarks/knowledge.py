@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +40,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import portfolio  # noqa: E402  (benchmarks/portfolio.py: the evidence and its configurations)
+from searches import autotl_search, int_list, recipe_seconds  # noqa: E402
 
 STARTER = ROOT / "autotl" / "knowledge_starter.json"
 LOO_OUT = HERE / "results" / "knowledge_loo.json"
@@ -100,20 +99,6 @@ def cmd_build(args) -> int:
 
 # -- compare: warm vs cold, leave one dataset out ---------------------------------------------------
 
-def recipe_seconds(dataset: str, rows: int, seed: int) -> float | None:
-    """The recipe's wall seconds on this cell in the matrix's results (compare_matrix*.json)."""
-    for path in sorted((HERE / "results").glob("compare_matrix*.json")):
-        try:
-            results = json.loads(path.read_text())["results"]
-        except (OSError, ValueError, KeyError):
-            continue
-        found = next((r["wall_seconds"] for r in results if (r["dataset"], r["rows"], r["seed"], r["contender"])
-                      == (dataset, rows, seed, "seed") and "error" not in r), None)
-        if found is not None:
-            return found
-    return None
-
-
 def loo_knowledge(dataset: str, path: Path) -> None:
     """A knowledge journal at `path` with every starter record except `dataset`'s."""
     from autotl import knowledge
@@ -126,20 +111,14 @@ def loo_knowledge(dataset: str, path: Path) -> None:
 
 def run_search(train: Path, test: Path, seconds: float, seed: int, run_dir: Path, knowledge_args: list[str],
                portfolio_file: Path | None = None) -> dict:
-    cmd = [sys.executable, "-m", "autotl.cli", "search", str(train), "--test", str(test), "--timeout",
-           f"{seconds:.0f}s", "--seed", str(seed), "--out", str(run_dir), "--no-progress", *knowledge_args,
-           *(["--portfolio", str(portfolio_file)] if portfolio_file else [])]
-    env = {**os.environ, "AUTOTL_STARTER_KNOWLEDGE": "0"}  # only what the leave-one-out journal holds
-    started = time.monotonic()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.monotonic() - started
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1], "wall_seconds": round(wall, 1)}
-    info = json.loads((run_dir / "best" / "autotl.json").read_text())
-    board = json.loads((run_dir / "leaderboard.json").read_text())
-    test_metrics = info["scores"]["test"]["metrics"]
+    done = autotl_search(train, test, seconds, seed, run_dir, knowledge_args, portfolio_file,
+                         env={"AUTOTL_STARTER_KNOWLEDGE": "0"})  # only what the leave-one-out journal holds
+    if "error" in done:
+        return done
+    info, board = done["info"], done["board"]
     metric = info["metric"]
-    return {"score": test_metrics[metric], "metric": metric, "val": info["scores"]["val"], "wall_seconds": round(wall, 1),
+    return {"score": info["scores"]["test"]["metrics"][metric], "metric": metric, "val": info["scores"]["val"],
+            "wall_seconds": done["wall_seconds"],
             "trials": [{"trial": r["trial"], "state": r["state"], "score": r["score"], "seconds": r["seconds"],
                         "strategy": r["strategy"]} for r in board],
             "learned_from": info.get("knowledge", {}).get("learned_from") if isinstance(info.get("knowledge"), dict)
@@ -256,8 +235,8 @@ def cmd_simulate(args) -> int:
             if p is None or w is None:
                 continue
             diffs[k].append(sign * (w - p))
-            lines.append(f"| {record['id']} | {k} | {p:.3f} | {w:.3f} | {sign * (w - p):+.3f} | "
-                         f"{', '.join(f'{n.record[chr(105) + chr(100)]} {n.similarity:.2f}' for n in near)} |")
+            neighbours = ", ".join(f"{n.record['id']} {n.similarity:.2f}" for n in near)
+            lines.append(f"| {record['id']} | {k} | {p:.3f} | {w:.3f} | {sign * (w - p):+.3f} | {neighbours} |")
     summary = [f"k={k}: warm − portfolio {sum(v) / len(v):+.4f} mean over {len(v)} tasks "
                f"({sum(x > 0 for x in v)} better, {sum(x < 0 for x in v)} worse)" for k, v in diffs.items() if v]
     text = (f"# Warm start vs the leave-one-out portfolio, replayed on dev scores (min similarity "
@@ -275,8 +254,8 @@ def main(argv=None) -> int:
     m.add_argument("--min-similarity", type=float, default=0.0, help="default 0: the rule without a floor")
     c = sub.add_parser("compare")
     c.add_argument("datasets", nargs="+", type=Path)
-    c.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=[300])
-    c.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
+    c.add_argument("--rows", type=int_list, default=[300])
+    c.add_argument("--seeds", type=int_list, default=[0])
     c.add_argument("--seconds", type=float, default=None, help="budget per search (default: the recipe's)")
     c.add_argument("--out", default=str(LOO_OUT))
     args = parser.parse_args(argv)

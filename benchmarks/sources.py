@@ -18,50 +18,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from rows import subsample  # noqa: E402
+from searches import autotl_search, int_list, recipe_seconds  # noqa: E402
 
 OUT = HERE / "results" / "sources.json"
 MINILM, MPNET = "all-MiniLM-L6-v2", "all-mpnet-base-v2"
 ARMS = {"minilm": MINILM, "mpnet": MPNET, "both": f"{MINILM},{MPNET}"}
 
 
-def recipe_seconds(dataset: str, rows: int, seed: int) -> float | None:
-    """The recipe's wall seconds on this cell in the matrix's results (compare_matrix*.json)."""
-    for path in sorted((HERE / "results").glob("compare_matrix*.json")):
-        try:
-            results = json.loads(path.read_text())["results"]
-        except (OSError, ValueError, KeyError):
-            continue
-        found = next((r["wall_seconds"] for r in results if (r["dataset"], r["rows"], r["seed"], r["contender"])
-                      == (dataset, rows, seed, "seed") and "error" not in r), None)
-        if found is not None:
-            return found
-    return None
-
-
 def run(train: Path, test: Path, model: str, seconds: float, seed: int, run_dir: Path, portfolio: Path | None) -> dict:
-    cmd = [sys.executable, "-m", "autotl.cli", "search", str(train), "--test", str(test), "--model", model,
-           "--timeout", f"{seconds:.0f}s", "--seed", str(seed), "--out", str(run_dir), "--no-progress",
-           "--no-knowledge", *(["--portfolio", str(portfolio)] if portfolio else [])]
-    started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = round(time.monotonic() - started, 1)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1], "wall_seconds": wall}
-    info = json.loads((run_dir / "best" / "autotl.json").read_text())
-    board = json.loads((run_dir / "leaderboard.json").read_text())
+    done = autotl_search(train, test, seconds, seed, run_dir, ["--model", model, "--no-knowledge"], portfolio)
+    if "error" in done:
+        return done
+    info, board = done["info"], done["board"]
     out = {"score": info["scores"]["test"]["metrics"][info["metric"]], "metric": info["metric"],
            "winner_backbone": info.get("backbone"), "winner": info["strategy"], "val": info["scores"]["val"],
-           "wall_seconds": wall, "trials": len(board),
+           "wall_seconds": done["wall_seconds"], "trials": len(board),
            "trials_per_backbone": {b: sum(r["backbone"] == b for r in board) for b in {r["backbone"] for r in board}}}
     if "," in model:
         import optuna
@@ -76,8 +55,8 @@ def run(train: Path, test: Path, model: str, seconds: float, seed: int, run_dir:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", type=Path)
-    parser.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=[300])
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
+    parser.add_argument("--rows", type=int_list, default=[300])
+    parser.add_argument("--seeds", type=int_list, default=[0])
     parser.add_argument("--budget-x", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
