@@ -75,6 +75,7 @@ def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max
                 "max_length": max_length, "versions": versions(),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), FILES: files}
         (tmp / INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        write_card_safely(tmp, info)  # after the manifest: the card is not part of the model
         fsync_tree(tmp)  # before the lock: the slow part, and nobody waits on it
         with best_lock(run_dir) if lock else contextlib.nullcontext():
             _restore(run_dir)  # a crashed swap may have left best/ as best.old
@@ -83,6 +84,17 @@ def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max
             return swap_in(run_dir, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone once swapped in; a refused or failed write's
+
+
+def write_card_safely(folder: Path, info: dict, leaderboard: list[dict] | None = None) -> None:
+    """best/README.md (autotl/model_card.py); a card that cannot be written costs a warning,
+    never the model."""
+    from .model_card import write_card
+
+    try:
+        write_card(folder, info, leaderboard)
+    except Exception as exc:  # documentation only: the model is saved either way
+        log.warning("the model card (README.md) was not written: %s", exc)
 
 
 def swap_in(run_dir: Path, folder: Path) -> Path:

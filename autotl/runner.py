@@ -13,7 +13,7 @@ from . import study as studies
 from .storage import open_storage, storage_arg
 from .decide import CHOICE
 from .errors import AutotlError, UsageError
-from .export import clean_leftovers, restore_best, save_best
+from .export import clean_leftovers, restore_best, save_best, write_card_safely
 from .final import final_model, holds, info_for, read_info, refit_seconds, score_test
 from .knowledge import KNOWLEDGE_ATTR, learn, record_search
 from .objective import POOLING, SKIPPED, STRATEGY, UPLOAD_ERROR, Objective, compact, tokenizer_of
@@ -103,6 +103,8 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
         record_search(config, study, target, setup, chosen=(info or {}).get("trial"))
     rows = leaderboard(study)
     write_leaderboard(rows, run_dir)
+    if info is not None and (run_dir / "best").is_dir():
+        write_card_safely(run_dir / "best", info, rows)  # now with the leaderboard and the test score
     decision = study.user_attrs.get(CHOICE)
     write_report(rows, info, run_dir, setup.fit.metric.name, decision=decision,
                  ranking=study.user_attrs.get(studies.TRANSFERABILITY),
