@@ -34,8 +34,10 @@ def search(data, **settings) -> SearchResult:
     `data` is a CSV path or a pandas DataFrame with a text and a label column (inferred
     when not named). `settings` are `autotl.config.RunConfig`'s fields, all optional:
 
-    - data: `text_col`, `label_col`, `val` (a validation CSV or DataFrame instead of a
-      `val_frac` split), `test` (scored once, for the final model), `encoding`;
+    - data: `text_col`, `label_col` ("a,b,c": several 0/1 label columns, multi-label),
+      `label_sep` (multi-label sets in one column; "|" is inferred), `val` (a validation CSV
+      or DataFrame instead of a `val_frac` split), `test` (scored once, for the final
+      model), `encoding`;
     - what to search: `model`, `strategies`, `disable_plugins`, `standard_head`, `metric`,
       `max_length`, `seed`, `portfolio`;
     - budget: `n_trials`, `timeout` (seconds, the whole search included), `pruner`;
@@ -62,6 +64,7 @@ def search(data, **settings) -> SearchResult:
     slots = worker_slots(parse_devices(config.device), config.trials_per_device)
     budget = Budget(config.timeout)
     prepared = prepare(config, device=slots[0].device, budget=budget, progress=config.progress, test=config.test)
+    config = prepared.config  # --max-length auto resolved to a number of tokens
     log.info("%s %s on %s; searching %s; run directory %s",
              "backbone" if len(prepared.backbones) == 1 else "backbones",
              ", ".join(f"{b.name} ({b.num_layers} layers)" for b in prepared.backbones),
@@ -82,37 +85,83 @@ class Prepared:
     setup: object  # TrialSetup of the first backbone (setup.for_params finds the others')
     identity: dict  # what a worker must match to join the study (config.identity)
     backbones: tuple = ()  # every backbone searched, in the order given
+    config: object = None  # the RunConfig, with `max_length` "auto" resolved
+    profile: dict | None = None  # what the data looks like: class balance, token lengths (report)
 
 
 def prepare(config, *, device: str, budget, progress: bool, test=None, data=None) -> Prepared:
     """Plugins, data, metric, backbone and the trials' shared setup. `data` overrides the
     recorded data path (a worker's own copy); `test` is read only by the search process."""
     from .backbone import load_backbone, load_tokenizer
+    from .balance import IMBALANCE_RATIO, IMBALANCED_METRIC, balanced_weights, class_counts, describe, is_imbalanced
     from .config import identity
     from .data import load_data
+    from .lengths import MANY_TRUNCATED
     from .metrics import get_metric
     from .model import Pooling
     from .objective import trial_setup
     from .plugins import Registry
 
     selected = Registry(config.disable_plugins).select(list(config.strategies) if config.strategies else None)
-    target = load_data(data or config.data, text_col=config.text_col, label_col=config.label_col, val=config.val,
-                       val_frac=config.val_frac, test=test, seed=config.seed, encoding=config.encoding)
-    chosen_metric = get_metric(config.metric, target.task.value)
+    target = load_data(data or config.data, text_col=config.text_col, label_col=config.label_col,
+                       label_sep=config.label_sep, val=config.val, val_frac=config.val_frac, test=test,
+                       seed=config.seed, encoding=config.encoding)
+    balance = None
+    if target.task.value == "classification":
+        balance = class_counts(target)
+        log.info("class balance: %s", describe(balance))
+    if config.metric is None and balance is not None and is_imbalanced(balance):
+        log.info("the rarest class has under %.0f%% of the largest class's rows: choosing by %s, not accuracy "
+                 "(pass --metric accuracy to choose by accuracy); a class-weighted loss is searched too",
+                 100 * IMBALANCE_RATIO, IMBALANCED_METRIC)
+        chosen_metric = get_metric(IMBALANCED_METRIC, target.task.value)
+    else:
+        chosen_metric = get_metric(config.metric, target.task.value)
+    weights = (balanced_weights(target.train.targets, len(target.label_names))
+               if balance is not None and is_imbalanced(balance) else None)
     backbones = [load_backbone(name) for name in config.models()]  # all found before any training
+    config, lengths = _resolve_lengths(config, target, backbones)
     device = resolve_device(device)
     poolings = (Pooling.STANDARD.value,) if config.standard_head else (Pooling.STANDARD.value, Pooling.MEAN.value)
     setups = {b.name: trial_setup(target, b, load_tokenizer(b.path), selected, poolings, chosen_metric,
                                   device=device, seed=config.seed, max_length=config.max_length, budget=budget,
-                                  progress=progress) for b in backbones}
+                                  progress=progress, class_weights=weights,
+                                  head_tail=lengths["truncated"] > MANY_TRUNCATED) for b in backbones}
     if len(setups) > 1:  # each backbone's setup finds the others' (for_params)
         shared: dict = {}
-        shared.update({name: replace(s, backbones=shared) for name, s in setups.items()})
+        shared.update({name: replace(s, backbones=shared, head_tail=s.head_tail and replace(s.head_tail, backbones=shared))
+                       for name, s in setups.items()})
         setups = shared
     setup = setups[backbones[0].name]
     ident = identity(config, fingerprint=target.fingerprint, model=",".join(b.name for b in backbones),
                      metric=chosen_metric.name, strategies=selected, heads=poolings)
-    return Prepared(target, backbones[0], load_tokenizer(backbones[0].path), setup, ident, tuple(backbones))
+    profile = {"class_balance": balance, "lengths": lengths}
+    return Prepared(target, backbones[0], load_tokenizer(backbones[0].path), setup, ident, tuple(backbones),
+                    config=config, profile=profile)
+
+
+def _resolve_lengths(config, target, backbones):
+    """(config with `max_length` a number, the token-length profile of the training texts),
+    measured with the first backbone's tokenizer; logged, with a hint when many rows are cut."""
+    from transformers import AutoConfig
+
+    from . import lengths as ln
+    from .backbone import load_tokenizer
+
+    tokenizer = load_tokenizer(backbones[0].path)
+    found = ln.token_lengths(tokenizer, target.train.texts)
+    limit = min(ln.model_limit(load_tokenizer(b.path), AutoConfig.from_pretrained(b.path)) for b in backbones)
+    if config.max_length == ln.AUTO:
+        config = replace(config, max_length=ln.auto_max_length(found, limit))
+        log.info("max length auto: %d tokens (the training texts' 95th percentile, within the model's limit %d)",
+                 config.max_length, limit)
+    profile = {**ln.profile(found, config.max_length), "model_limit": limit}
+    log.info("text length in tokens: %s", ln.describe(profile))
+    if profile["truncated"] > ln.MANY_TRUNCATED:
+        hint = " (pass --max-length auto or a larger value to keep more)" if config.max_length < limit else ""
+        log.info("%.0f%% of the rows are cut at %d tokens: head+tail truncation is searched too%s",
+                 100 * profile["truncated"], config.max_length, hint)
+    return config, profile
 
 
 def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "auto",
@@ -198,33 +247,55 @@ def load(run, device: str = "cpu"):
 
 
 def predict(run, data, *, text_col: str | None = None, encoding: str = "utf-8",
-            device: str = "auto", batch_size: int = 64):
-    """Labels (and class probabilities) for the rows of `data` with a search's best model.
+            device: str = "auto", batch_size: int = 64, onnx: bool = False):
+    """Labels (and class probabilities) for the rows of `data` (a CSV or JSON lines path,
+    "-" for standard input, or a DataFrame) with a search's best model.
 
     Returns a DataFrame: the text column, ``prediction`` and, for classification, one
-    ``prob_<label>`` column per class. One row per input row, in order.
+    ``prob_<label>`` column per class. Multi-label: ``prediction`` is the label set joined by
+    the training data's separator ("|" by default; "" for none) and ``prob_<label>`` each
+    label's own probability. One row per input row, in order. `onnx`: run
+    RUN_DIR/best/model.onnx (written by `autotl export RUN_DIR --onnx`) in onnxruntime on
+    the CPU instead of PyTorch; the same columns.
     """
     import numpy as np
     import pandas as pd
 
-    from .batching import encode
+    from .batching import encode, truncation_of
     from .data import read_texts
+    from .inputs import predict_input
     from .train import infer
 
-    device = resolve_device(device)
-    model, tokenizer, info = load(run, device)
-    column, texts = read_texts(data, text_col or info["data"]["text_col"], encoding=encoding,
+    if onnx:  # the same batching and columns below; only the forward pass differs
+        from .onnx_export import load_onnx
+
+        model, tokenizer, info = load_onnx(run, device)
+        device = "cpu"
+    else:
+        device = resolve_device(device)
+        model, tokenizer, info = load(run, device)
+    data, name = predict_input(data, encoding)  # after load: a bad RUN_DIR is reported before stdin is read
+    column, texts = read_texts(data, text_col or info["data"]["text_col"], encoding=encoding, name=name,
                                hint="" if text_col else " (the model was trained on it); pass --text-col NAME "
                                                         "to predict on another column")
-    encoded = encode(tokenizer, texts, np.zeros(len(texts)), info["max_length"], key="predict")
+    encoded = encode(tokenizer, texts, np.zeros(len(texts)), info["max_length"], key="predict",
+                     truncation=truncation_of(info))
     outputs = infer(model, encoded, pad_id=tokenizer.pad_token_id or 0, device=device, batch_size=batch_size)
     frame = pd.DataFrame({column: texts})
     if info["data"]["task"] == "regression":
         frame["prediction"] = outputs[:, 0]
         return frame
     labels = info["data"]["label_names"]
-    probs = _softmax(outputs)
-    frame["prediction"] = [labels[i] for i in probs.argmax(axis=1)]
+    if info["data"]["task"] == "multilabel":  # label sets at the threshold tuned on validation
+        from . import multilabel
+
+        probs = multilabel.sigmoid(outputs)
+        chosen = multilabel.decide(probs, info.get("threshold", multilabel.DEFAULT_THRESHOLD))
+        sep = info["data"].get("label_sep") or multilabel.SEPARATOR
+        frame["prediction"] = [multilabel.joined(row, labels, sep) for row in chosen]
+    else:
+        probs = _softmax(outputs)
+        frame["prediction"] = [labels[i] for i in probs.argmax(axis=1)]
     for i, label in enumerate(labels):
         frame[f"prob_{label}"] = probs[:, i]
     return frame

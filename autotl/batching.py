@@ -24,10 +24,23 @@ class Encoded:
         return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
 
 
-def encode(tokenizer, texts, targets, max_length: int, key: str) -> Encoded:
-    """Token ids for `texts`, truncated to `max_length` (special tokens included)."""
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+def encode(tokenizer, texts, targets, max_length: int, key: str, truncation: str = "head") -> Encoded:
+    """Token ids for `texts`, truncated to `max_length` (special tokens included): their
+    beginning ("head"), or their beginning and end ("head_tail", lengths.head_tail_ids)."""
+    if truncation == "head_tail":
+        from .lengths import head_tail_ids
+
+        ids = head_tail_ids(tokenizer, texts, max_length)
+    else:
+        ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     return Encoded(tuple(tuple(x) for x in ids), np.asarray(targets), key)
+
+
+def truncation_of(info: dict) -> str:
+    """How the model described by autotl.json's `info` cut long texts in training."""
+    from .lengths import HEAD, TRUNCATION
+
+    return (info.get("params") or {}).get(TRUNCATION, HEAD)
 
 
 def concat(first: Encoded, second: Encoded) -> Encoded:

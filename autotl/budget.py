@@ -19,7 +19,9 @@ class Budget:
 
     def __init__(self, timeout: float | None, clock=time.monotonic):
         self.clock = clock
-        self.end = None if timeout is None else clock() + timeout
+        self.timeout = timeout
+        self.start = clock()
+        self.end = None if timeout is None else self.start + timeout
         self.reserve = 0.0  # seconds kept back for the refit of the current best trial
         self.shortest_epoch = 0.0  # the cheapest epoch any trial ran (0 until one ran)
 
@@ -35,6 +37,10 @@ class Budget:
     def fits(self, seconds: float) -> bool:
         """Whether `seconds` of work started now would end before the timeout (reserve ignored)."""
         return self.end is None or self.clock() + seconds <= self.end
+
+    def elapsed(self) -> float:
+        """Seconds since the budget started."""
+        return self.clock() - self.start
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (negative once passed); None without a timeout."""

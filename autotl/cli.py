@@ -1,4 +1,4 @@
-"""`autotl search | worker | export | predict | strategies`: argparse front over the Python API.
+"""`autotl search | worker | export | predict | report | strategies`: argparse front over the Python API.
 
 AutotlError -> one line "error: ..." and exit 2. Any other exception is a bug and keeps
 its traceback. `--help` and `strategies` import neither torch nor transformers.
@@ -35,6 +35,16 @@ def _default(name: str):
     return RunConfig.__dataclass_fields__[name].default
 
 
+def _max_length(text: str):
+    """'auto' or an integer (its range is RunConfig's to check)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid max length '{text}': use a number of tokens or auto") from None
+
+
 def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
@@ -56,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "print a leaderboard and write RUN_DIR/best (a Hugging Face model directory).")
     s.add_argument("data", help="CSV with a text column and a label column")
     s.add_argument("--text-col", help="text column (default: inferred)")
-    s.add_argument("--label-col", help="label column (default: inferred)")
+    s.add_argument("--label-col", help="label column (default: inferred); several 0/1 columns, comma-separated "
+                   "(a,b,c), make it multi-label")
+    s.add_argument("--label-sep", metavar="SEP", help="multi-label: the label column holds label sets joined by SEP "
+                   "(default: '|' when more than half its rows hold one)")
     s.add_argument("--model", help="backbone(s), comma-separated: bundled names (all-MiniLM-L6-v2, "
                    "all-mpnet-base-v2), local HF model directories or hub ids; 'auto' takes every bundled backbone "
                    f"installed (default: {_default('model')})")
@@ -64,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-trials", type=int, help="finished trials the study should have (default: 20 when no --timeout)")
     s.add_argument("--timeout", type=duration, help="wall-clock budget: 600, 90s, 30m, 2h")
     s.add_argument("--metric", help="validation metric: accuracy, f1_macro, f1_weighted (classification); "
-                   "r2, pearson, mse, mae (regression)")
+                   "r2, pearson, mse, mae (regression); f1_micro, f1_macro, subset_accuracy (multi-label)")
     split = s.add_mutually_exclusive_group()
     split.add_argument("--val-frac", type=float, help=f"stratified validation fraction (default {_default('val_frac')})")
     split.add_argument("--val", metavar="V.csv", help="validation CSV instead of a split")
@@ -76,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "RUN_DIR/study.journal)")
     s.add_argument("--study-name", help=f"study name in the storage (default {_default('study_name')})")
     s.add_argument("--seed", type=int, help=f"seed for the split, sampler and training (default {_default('seed')})")
-    s.add_argument("--max-length", type=int, help=f"max tokens per text (default {_default('max_length')})")
+    s.add_argument("--max-length", type=_max_length, help="max tokens per text, or 'auto': the 95th percentile "
+                   f"of the training texts' lengths, up to the model's limit (default {_default('max_length')})")
     s.add_argument("--standard-head", action="store_true",
                    help="search only the standard classification head, loadable by transformers.pipeline")
     s.add_argument("--no-refit", action="store_true",
@@ -128,20 +142,38 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--threads", type=int, help="torch CPU threads")
     w.add_argument("--progress", action="store_true", help="a progress bar per trial")
 
-    e = sub.add_parser("export", help="write a study's best model (from its artifact store) as OUT/best")
+    e = sub.add_parser("export", help="add model.onnx to RUN_DIR/best (--onnx), or write a study's best model "
+                                      "(from its artifact store) as OUT/best",
+                       description="`autotl export RUN_DIR --onnx` writes RUN_DIR/best/model.onnx for "
+                                   "`autotl predict RUN_DIR DATA --onnx` and other ONNX runtimes. "
+                                   "`autotl export --storage URL --out DIR` writes the study's best model as "
+                                   "DIR/best (add --onnx for its model.onnx too).")
+    e.add_argument("run", nargs="?", metavar="RUN_DIR", help="a finished search's --out directory (or its best/)")
+    e.add_argument("--onnx", action="store_true", help="write best/model.onnx (needs: pip install \"autotl[onnx]\")")
     e.add_argument("--storage", metavar="URL", help="the search's storage (default: the AUTOTL_STORAGE "
                                                      "environment variable)")
     e.add_argument("--study-name", default="autotl", help="study name in the storage (default autotl)")
     e.add_argument("--artifacts", metavar="DIR", help="the search's artifact store (default: as recorded)")
-    e.add_argument("--out", required=True, metavar="DIR", help="write DIR/best")
+    e.add_argument("--out", metavar="DIR", help="write the study's best model as DIR/best")
 
     p = sub.add_parser("predict", help="predict labels for new rows with a search's best model")
     p.add_argument("run", metavar="RUN_DIR", help="the --out directory of a search (or its best/)")
-    p.add_argument("data", help="CSV with a text column")
+    p.add_argument("data", help="CSV or JSON lines (.jsonl) with a text column; - reads either from standard input")
     p.add_argument("-o", "--output", metavar="PREDS.csv", help="write here (default: standard output)")
     p.add_argument("--text-col", help="text column (default: the one used in training, else inferred)")
     p.add_argument("--device", default="auto")
     p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--onnx", action="store_true", help="run best/model.onnx with onnxruntime on the CPU "
+                                                       "(write it with `autotl export RUN_DIR --onnx`)")
+
+    r = sub.add_parser("report", help="write RUN_DIR/report.html and report.md again from the study",
+                       description="Rebuild a search's report.html (charts, leaderboard, test results) and "
+                                   "report.md from its study and RUN_DIR/best; works while the search still runs.")
+    r.add_argument("run", metavar="RUN_DIR", help="the --out directory of a search")
+    r.add_argument("--storage", metavar="URL", help="the search's storage, when it was not RUN_DIR/study.journal "
+                                                     "(default: that journal, else the AUTOTL_STORAGE environment "
+                                                     "variable)")
+    r.add_argument("--study-name", help="study name in the storage (default: the run directory's study)")
 
     sub.add_parser("strategies", help="list installed strategies, their plugins and search spaces")
 
@@ -173,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("autotl").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         commands = {"search": _search, "predict": _predict, "strategies": _strategies, "worker": _worker,
-                    "export": _export, "knowledge": _knowledge}
+                    "export": _export, "knowledge": _knowledge, "report": _report}
         return commands[args.command](args)
     except AutotlError as exc:
         print(f"error: {mask(str(exc))}", file=sys.stderr)
@@ -252,18 +284,43 @@ def _worker(args) -> int:
 
 
 def _export(args) -> int:
-    from .api import export_best
+    """`export RUN_DIR --onnx` (model.onnx beside a finished run's best model), or the study
+    form `--storage URL --out DIR` (its best model from the artifact store), with --onnx too."""
+    from_store = bool(args.storage or args.out or (os.environ.get(STORAGE_ENV) and not args.run))
+    if not from_store and not (args.run and args.onnx):
+        what = f"`autotl export {args.run}` writes only model.onnx: add --onnx" if args.run else "nothing to export"
+        raise UsageError(f"{what}; pass RUN_DIR --onnx (a finished search's best model as ONNX) or --storage URL "
+                         f"--out DIR (a study's best model from its artifact store; {STORAGE_ENV} may hold the URL)")
+    if args.onnx:
+        from .onnx_export import require_export
 
-    info = export_best(storage=_storage(args), study_name=args.study_name, out=args.out, artifacts=args.artifacts)
-    print(f"wrote trial {info['trial']} ({info['strategy']}, validation {info['metric']} "
-          f"{info['scores']['val']:.4f}) to {args.out}/best")
+        require_export()  # before a long copy from the store
+    run = args.run
+    if from_store:
+        from .api import export_best
+
+        if args.run and args.out and args.run != args.out:
+            raise UsageError(f"two output directories given ({args.run} and --out {args.out}); pass one")
+        run = args.out or args.run
+        if not run:
+            raise UsageError("--storage needs the directory to write DIR/best in: pass --out DIR")
+        info = export_best(storage=_storage(args), study_name=args.study_name, out=run, artifacts=args.artifacts)
+        print(f"wrote trial {info['trial']} ({info['strategy']}, validation {info['metric']} "
+              f"{info['scores']['val']:.4f}) to {run}/best")
+    if args.onnx:
+        from .onnx_export import OPSET, export_onnx
+
+        done = export_onnx(run)
+        print(f"wrote {done.path} (ONNX opset {OPSET}; inputs {', '.join(done.inputs)}; output logits; "
+              f"onnxruntime within {done.max_diff:.1e} of PyTorch on {done.rows} check rows)")
     return 0
 
 
 def _predict(args) -> int:
     from .api import predict
 
-    frame = predict(args.run, args.data, text_col=args.text_col, encoding=args.encoding, device=args.device)
+    frame = predict(args.run, args.data, text_col=args.text_col, encoding=args.encoding, device=args.device,
+                    onnx=args.onnx)
     if args.output:
         frame.to_csv(args.output, index=False)
         print(f"wrote {len(frame)} predictions to {args.output}", file=sys.stderr)
@@ -284,6 +341,20 @@ def _strategies(args) -> int:
         for param, dist in describe_space(reg.strategy).items():
             default = reg.strategy.defaults.get(param, "")
             print(f"    {param:<28} {dist}" + (f"   default {default}" if default != "" else ""))
+    return 0
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from .html_report import rebuild_reports
+    from .storage import storage_arg
+
+    storage = args.storage
+    if storage is None and not Path(storage_arg(None, Path(args.run))).exists():
+        storage = os.environ.get(STORAGE_ENV)  # a search that kept its study in a database
+    path = rebuild_reports(args.run, storage=storage, study_name=args.study_name)
+    print(f"wrote {path} and {path.with_name('report.md')}")
     return 0
 
 

@@ -33,7 +33,10 @@ class RunConfig:
 
     data: str  # the CSV's absolute path (a DataFrame is first saved as RUN_DIR/data.csv)
     text_col: str | None = None  # None: inferred
-    label_col: str | None = None  # None: inferred
+    label_col: str | None = None  # None: inferred; "a,b,c": several 0/1 columns (multi-label)
+    # multi-label: the separator of the label sets in one label column; None: "|" when more
+    # than half its rows hold one, else a single-label column
+    label_sep: str | None = None
     val: str | None = None  # validation CSV's absolute path; None: a stratified split of `data`
     val_frac: float = 0.2  # share of `data` held out for validation when `val` is None
     test: str | None = None  # test CSV, scored once for the final model (never recorded)
@@ -44,7 +47,7 @@ class RunConfig:
     strategies: tuple[str, ...] | None = None  # None: every installed strategy
     disable_plugins: tuple[str, ...] = ()
     metric: str | None = None  # None: the task's default (accuracy, r2)
-    max_length: int = 128  # tokens per text
+    max_length: int | str = 128  # tokens per text; "auto": the training texts' 95th percentile (lengths.py)
     seed: int = 0  # split, sampler, training
     standard_head: bool = False  # search only the pipeline-loadable head
     pruner: str = "halving"
@@ -142,8 +145,9 @@ class RunConfig:
             raise UsageError(f"n_trials must be >= 1, got {self.n_trials}")
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError(f"timeout must be > 0 seconds, got {self.timeout}")
-        if not 8 <= self.max_length <= 8192:
-            raise UsageError(f"max_length must satisfy 8 <= max_length <= 8192, got {self.max_length}")
+        if self.max_length != "auto" and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)
+                                          or not 8 <= self.max_length <= 8192):
+            raise UsageError(f"max_length must satisfy 8 <= max_length <= 8192 or be 'auto', got {self.max_length}")
         if not 0 <= self.seed < 2 ** 32:
             raise UsageError(f"seed must satisfy 0 <= seed < 2**32, got {self.seed}")
         if not 0 < self.val_frac < 1:

@@ -47,7 +47,7 @@ def read_columns(data, encoding: str, frame_name: str, named=()) -> tuple[Column
                         f"is held in memory); pass a sample of its rows")
     try:
         raw = path.read_bytes()
-        frame = _parse(_decode(raw, name, encoding), name, named)
+        frame = parse_csv(_decode(raw, name, encoding), name, named)
         del raw  # not needed while the columns are built
         return {c: [v if v.strip() else None for v in frame[c].tolist()] for c in frame.columns}, name
     except OSError as e:
@@ -105,7 +105,8 @@ def _decode(raw: bytes, name: str, encoding: str) -> str:
                         f"{fix}") from None
 
 
-def _parse(text: str, name: str, named=()) -> pd.DataFrame:
+def parse_csv(text: str, name: str, named=()) -> pd.DataFrame:
+    """CSV text -> a DataFrame of str (blank where missing); DataError names what is wrong."""
     options = dict(dtype=str, keep_default_na=False, na_filter=False, index_col=False)
     try:
         with warnings.catch_warnings():

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autotl import multilabel as ml
 from autotl.errors import DataError, UsageError, did_you_mean
 
 from .csvread import _NUM, Columns, check_field_sizes
@@ -35,6 +36,7 @@ class Task(str, enum.Enum):
 
     CLASSIFICATION = "classification"  # string or integer labels -> cross-entropy
     REGRESSION = "regression"  # float labels -> mean squared error
+    MULTILABEL = "multilabel"  # label sets (delimited, or several 0/1 columns) -> sigmoid + BCE
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,9 @@ class Split:
     """One slice of the data, ready for tokenization."""
 
     texts: tuple[str, ...]  # the text column, as read
-    targets: np.ndarray  # int64 class ids (index into label_names) or float32 values
+    # int64 class ids (index into label_names), float32 values, or (multi-label) an int64
+    # rows x labels 0/1 matrix
+    targets: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,8 @@ class TargetData:
 
     task: Task
     text_col: str  # name of the text column in the source
-    label_col: str  # name of the label column in the source
-    label_names: tuple[str, ...]  # class names, index = class id; () for regression
+    label_col: str  # name of the label column in the source ("a,b,c": several 0/1 columns)
+    label_names: tuple[str, ...]  # class (or label) names, index = class id (target column); () for regression
     train: Split
     val: Split
     test: Split | None  # scored once, for the final model; never seen by the search
@@ -61,25 +65,32 @@ class TargetData:
     # and are scored on, so a worker (which never reads the test set) computes the same
     fingerprint: str
     dropped_rows: int = 0  # rows dropped for missing text or label (all files together)
+    # multi-label: how a label set is written in one cell (read with it, predicted joined by it)
+    label_sep: str | None = None
 
     @property
     def num_outputs(self) -> int:
         """Width of the model's output layer."""
-        return len(self.label_names) if self.task is Task.CLASSIFICATION else 1
+        return 1 if self.task is Task.REGRESSION else len(self.label_names)
 
     def schema(self) -> dict:
         """What autotl.json records so `predict` can read new data the same way."""
-        return {"text_col": self.text_col, "label_col": self.label_col, "task": self.task.value,
-                "label_names": list(self.label_names), "num_train": len(self.train.texts),
-                "num_val": len(self.val.texts),
-                "num_test": None if self.test is None else len(self.test.texts),
-                "source": self.source, "fingerprint": self.fingerprint}
+        schema = {"text_col": self.text_col, "label_col": self.label_col, "task": self.task.value,
+                  "label_names": list(self.label_names), "num_train": len(self.train.texts),
+                  "num_val": len(self.val.texts),
+                  "num_test": None if self.test is None else len(self.test.texts),
+                  "source": self.source, "fingerprint": self.fingerprint}
+        if self.task is Task.MULTILABEL:
+            schema["label_sep"] = self.label_sep
+        return schema
 
 
-def load_data(data, *, text_col=None, label_col=None, val=None, val_frac=0.2, test=None,
+def load_data(data, *, text_col=None, label_col=None, label_sep=None, val=None, val_frac=0.2, test=None,
               seed=0, encoding="utf-8") -> TargetData:
     """Read `data` (CSV path or DataFrame), infer columns and task, and split off validation.
 
+    Multi-label data is a label column of sets joined by `label_sep` (inferred as "|" when
+    more than half its rows hold one), or `label_col` "a,b,c" naming several 0/1 columns.
     `val` and `test` (path or DataFrame, same columns) replace the random validation split
     and add a held-out test set. Raises DataError for unusable data, UsageError for bad
     arguments; logs what was inferred.
@@ -87,13 +98,22 @@ def load_data(data, *, text_col=None, label_col=None, val=None, val_frac=0.2, te
     if not 0 < val_frac < 1:
         raise UsageError(f"val_frac must satisfy 0 < val_frac < 1, got {val_frac}")
     text_col, label_col = _as_name(text_col), _as_name(label_col)
-    cols, name = _read(data, encoding, "<DataFrame>", named=(text_col, label_col))
-    tcol, lcol = _pick_columns(cols, name, text_col, label_col)
-    check_field_sizes(cols, name, (tcol, lcol))
-    cols[lcol] = _nan_as_missing(cols[lcol])
+    listed = tuple(n.strip() for n in label_col.split(",")) if label_col else ()
+    cols, name = _read(data, encoding, "<DataFrame>", named=(text_col, label_col, *listed))
+    label_cols = ml.listed_columns(label_col, cols)
+    tcol, lcol = _label_source(cols, name, text_col, label_col, label_cols, label_sep)
     texts, labels, dropped = _usable(cols, name, tcol, lcol)
-    task, label_names = _infer_task(labels, name, lcol)
-    targets = _encode(labels, task, label_names, name)
+    sep = None if label_cols else ml.separator(labels, label_sep, f"label column '{lcol}' in {name}")
+    if label_cols or sep is not None:
+        task = Task.MULTILABEL
+        sets = labels if label_cols else ml.parse_sets(labels, sep)
+        label_names = label_cols or ml.label_names_of(sets, f"label column '{lcol}' in {name}")
+        targets = ml.encode(sets, label_names, name)
+        ml.check_label_counts(targets, label_names, name, 1, ml.LEARN_FIX)
+        sep = sep or ml.SEPARATOR  # how predict writes a label set of 0/1 columns
+    else:
+        task, label_names = _infer_task(labels, name, lcol)
+        targets = _encode(labels, task, label_names, name)
     if len(texts) < MIN_TRAIN_ROWS:
         raise DataError(f"{name} has only {len(texts)} usable rows; at least {MIN_TRAIN_ROWS} "
                         f"are needed to train; add rows")
@@ -106,33 +126,58 @@ def load_data(data, *, text_col=None, label_col=None, val=None, val_frac=0.2, te
                             f"needed; add rows, lower val_frac, or pass --val VAL.csv")
     else:
         train = _take(texts, targets, np.arange(len(texts)))
-        val_split, n = _extra(val, "<val DataFrame>", encoding, tcol, lcol, task, label_names)
+        val_split, n = _extra(val, "<val DataFrame>", encoding, tcol, lcol, task, label_names, label_cols, sep)
         dropped += n
     test_split = None
     if test is not None:
-        test_split, n = _extra(test, "<test DataFrame>", encoding, tcol, lcol, task, label_names)
+        test_split, n = _extra(test, "<test DataFrame>", encoding, tcol, lcol, task, label_names, label_cols, sep)
         dropped += n
     _log_summary(name, tcol, lcol, text_col is None, label_col is None, task, label_names,
-                 train, val_split, test_split)
+                 train, val_split, test_split, ml.source_note(label_cols, sep, label_sep))
     return TargetData(task=task, text_col=tcol, label_col=lcol, label_names=label_names,
                       train=train, val=val_split, test=test_split, source=name,
                       fingerprint=_fingerprint(task, label_names, train, val_split),
-                      dropped_rows=dropped)
+                      dropped_rows=dropped, label_sep=sep)
 
 
-def read_texts(data, text_col: str | None = None, encoding: str = "utf-8", hint: str = "") -> tuple[str, list[str]]:
+def read_texts(data, text_col: str | None = None, encoding: str = "utf-8", hint: str = "",
+               name: str = "<DataFrame>") -> tuple[str, list[str]]:
     """For predict: (column used, texts) from a CSV path or DataFrame.
 
     Keeps every row (missing texts become "") so predictions line up with the input.
-    `hint` is added to the error when `text_col` is missing.
+    `hint` is added to the error when `text_col` is missing; `name` names a DataFrame in errors.
     """
     text_col = _as_name(text_col)
-    cols, name = _read(data, encoding, "<DataFrame>", named=(text_col,))
+    cols, name = _read(data, encoding, name, named=(text_col,))
     if text_col is not None:
         _need(cols, name, text_col, hint)
     col = text_col if text_col is not None else _infer_text(cols, exclude=None)
     check_field_sizes(cols, name, (col,))
     return col, [v if v is not None else "" for v in cols[col]]
+
+
+def _label_source(cols: Columns, name: str, text_col, label_col, label_cols: tuple[str, ...],
+                  label_sep) -> tuple[str, str]:
+    """(text column, label column); several 0/1 label columns become one column of label-name
+    tuples (None where a cell is missing), named "a,b,c"."""
+    if not label_cols:
+        tcol, lcol = _pick_columns(cols, name, text_col, label_col)
+        check_field_sizes(cols, name, (tcol, lcol))
+        cols[lcol] = _nan_as_missing(cols[lcol])
+        return tcol, lcol
+    if label_sep is not None:
+        raise UsageError(f"label_sep is for one column of label sets, but label_col '{label_col}' names several "
+                         "0/1 columns; leave out --label-sep")
+    ml.check_columns(label_cols, cols, name)
+    if text_col is not None:
+        _need(cols, name, text_col)
+        if text_col in label_cols:
+            raise UsageError(f"text_col and label_col must differ, got '{text_col}' in both")
+    tcol = text_col if text_col is not None else _infer_text(cols, exclude=label_cols)
+    check_field_sizes(cols, name, (tcol, *label_cols))
+    lcol = ",".join(label_cols)
+    cols[lcol] = ml.sets_from_columns(cols, label_cols, name)
+    return tcol, lcol
 
 
 def _as_name(col) -> str | None:
@@ -172,8 +217,9 @@ def _by_name(names: list[str], preferred: tuple[str, ...]) -> str | None:
     return next((lower[p] for p in preferred if p in lower), None)
 
 
-def _infer_text(cols: Columns, exclude: str | None) -> str:
-    names = [c for c in cols if c != exclude]
+def _infer_text(cols: Columns, exclude: str | tuple[str, ...] | None) -> str:
+    skip = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
+    names = [c for c in cols if c not in skip]
     if not names:
         raise DataError("the data has no columns; it needs a text column")
     strings = [c for c in names if not all(_NUM.fullmatch(v.strip()) for v in _present(cols[c]))]
@@ -194,7 +240,7 @@ def _infer_label(cols: Columns, exclude: str) -> str:
 
 def _usable(cols: Columns, name: str, tcol: str, lcol: str) -> tuple[list[str], list[str], int]:
     """Texts and stripped labels of rows that have both; warns once about the rest."""
-    pairs = [(t, lab.strip()) for t, lab in zip(cols[tcol], cols[lcol])
+    pairs = [(t, lab.strip() if isinstance(lab, str) else lab) for t, lab in zip(cols[tcol], cols[lcol])
              if t is not None and lab is not None]
     dropped = len(cols[tcol]) - len(pairs)
     if dropped:
@@ -277,9 +323,13 @@ def _listing(values, limit: int = 5, width: int = 40) -> str:
 
 def _split(targets: np.ndarray, task: Task, label_names: tuple[str, ...], frac: float,
            seed: int, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) row indices: stratified by class, each class on both sides."""
+    """(train, val) row indices: stratified by class, each class on both sides (label sets:
+    by each row's rarest label, `multilabel.strata`)."""
     if task is Task.REGRESSION:
         groups = [np.arange(len(targets))]
+    elif task is Task.MULTILABEL:
+        ml.check_label_counts(targets, label_names, name, 2, ml.SPLIT_FIX)
+        groups = ml.strata(targets)
     else:
         counts = np.bincount(targets, minlength=len(label_names))
         small = [label_names[c] for c in np.flatnonzero(counts < 2)]
@@ -302,17 +352,22 @@ def _take(texts: list[str], targets: np.ndarray, idx: np.ndarray) -> Split:
 
 
 def _extra(data, frame_name: str, encoding: str, tcol: str, lcol: str, task: Task,
-           label_names: tuple[str, ...]) -> tuple[Split, int]:
+           label_names: tuple[str, ...], label_cols: tuple[str, ...] = (),
+           sep: str | None = None) -> tuple[Split, int]:
     """A separate validation or test set, read with the training data's columns and classes."""
-    cols, name = _read(data, encoding, frame_name, named=(tcol, lcol))
+    cols, name = _read(data, encoding, frame_name, named=(tcol, lcol, *label_cols))
     _need(cols, name, tcol)
-    _need(cols, name, lcol)
-    check_field_sizes(cols, name, (tcol, lcol))
-    cols[lcol] = _nan_as_missing(cols[lcol])
+    for col in label_cols or (lcol,):
+        _need(cols, name, col)
+    check_field_sizes(cols, name, (tcol, *(label_cols or (lcol,))))
+    cols[lcol] = ml.sets_from_columns(cols, label_cols, name) if label_cols else _nan_as_missing(cols[lcol])
     texts, labels, dropped = _usable(cols, name, tcol, lcol)
     if not texts:
         raise DataError(f"{name} has no rows with both text and label; fill in column "
                         f"'{tcol}' and '{lcol}'")
+    if task is Task.MULTILABEL:
+        sets = labels if label_cols else ml.parse_sets(labels, sep)
+        return Split(tuple(texts), ml.encode(sets, label_names, name)), dropped
     return Split(tuple(texts), _encode(labels, task, label_names, name)), dropped
 
 
@@ -325,11 +380,14 @@ def _fingerprint(task: Task, label_names: tuple[str, ...], *splits: Split | None
 
 
 def _log_summary(name, tcol, lcol, text_inferred, label_inferred, task, label_names,
-                 train, val, test) -> None:
+                 train, val, test, sets_note: str = "") -> None:
+    shown = ", ".join(label_names[:8]) + (f", ... (+{len(label_names) - 8} more)"
+                                          if len(label_names) > 8 else "")
     if task is Task.CLASSIFICATION:
-        shown = ", ".join(label_names[:8]) + (f", ... (+{len(label_names) - 8} more)"
-                                              if len(label_names) > 8 else "")
         kind = f"classification, {len(label_names)} classes: {shown}"
+    elif task is Task.MULTILABEL:
+        per_row = np.concatenate([train.targets, val.targets]).sum(axis=1).mean()
+        kind = f"multi-label, {len(label_names)} labels, {per_row:.2f} per row ({sets_note}): {shown}"
     else:
         values = np.concatenate([train.targets, val.targets])
         kind = f"regression, values {values.min():g} to {values.max():g}"

@@ -80,10 +80,16 @@ def fold_rows(train: Encoded, val: Encoded, fold: int, seed: int, regression: bo
     """(train, validation) rows of re-scoring fold `fold` (1..FOLDS-1): the search's
     training rows are cut into FOLDS-1 stratified parts; fold f validates on part f and
     trains on everything else, the search's validation rows included."""
+    from .multilabel import strata
+
     rng = np.random.default_rng(seed + 7919)
     parts = np.zeros(len(train), dtype=int)
-    groups = [np.arange(len(train))] if regression else [np.flatnonzero(train.targets == c)
-                                                          for c in np.unique(train.targets)]
+    if regression:
+        groups = [np.arange(len(train))]
+    elif train.targets.ndim == 2:  # label sets: each row with its rarest label
+        groups = strata(train.targets)
+    else:
+        groups = [np.flatnonzero(train.targets == c) for c in np.unique(train.targets)]
     offset = 0
     for rows in groups:  # deal each class round-robin over the parts: stratified, balanced sizes
         parts[rng.permutation(rows)] = (np.arange(len(rows)) + offset) % (FOLDS - 1) + 1

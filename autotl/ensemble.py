@@ -2,7 +2,10 @@
 
 Members may differ in strategy, head and even architecture; only their outputs meet.
 Classification averages the members' class probabilities (and returns the log of the mean,
-so argmax and softmax downstream read it like logits); regression averages the values.
+so argmax and softmax downstream read it like logits); multi-label averages each label's
+sigmoid probability (and returns its logit, which a sigmoid downstream reads back, with the
+decision threshold tuned on the ensemble's own validation outputs); regression averages the
+values.
 
 ``RUN_DIR/ensemble/`` holds ``member-<i>/`` (each a complete model directory, as
 ``best/`` is), the tokenizer and ``ensemble.json``. It is replaced like ``best/``: written
@@ -28,42 +31,57 @@ INFO = "ensemble.json"
 KIND = "ensemble"
 
 
-def combine(outputs: torch.Tensor, regression: bool) -> torch.Tensor:
-    """Members' outputs stacked on dim 0 -> the ensemble's: the mean value (regression) or
-    the log of the mean class probability (computed stably, in float32)."""
+def combine(outputs: torch.Tensor, regression: bool, multilabel: bool = False) -> torch.Tensor:
+    """Members' outputs stacked on dim 0 -> the ensemble's: the mean value (regression),
+    the logit of each label's mean probability (multi-label), or the log of the mean class
+    probability (computed stably, in float32)."""
     outputs = outputs.float()
     if regression:
         return outputs.mean(0)
+    if multilabel:  # log p - log(1 - p), each a log-mean of sigmoids: no p of exactly 0 or 1
+        return _log_mean_sigmoid(outputs) - _log_mean_sigmoid(-outputs)
     return torch.logsumexp(torch.log_softmax(outputs, dim=-1), dim=0) - math.log(outputs.shape[0])
+
+
+def _log_mean_sigmoid(outputs: torch.Tensor) -> torch.Tensor:
+    """log of the mean over dim 0 of sigmoid(outputs) (the constant log K cancels in a logit)."""
+    return torch.logsumexp(torch.nn.functional.logsigmoid(outputs), dim=0)
 
 
 class EnsembleModel(nn.Module):
     """Member models called with (input_ids, attention_mask); their outputs averaged."""
 
-    def __init__(self, members: Sequence[nn.Module], *, regression: bool):
+    def __init__(self, members: Sequence[nn.Module], *, regression: bool, multilabel: bool = False):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member model, got none")
         self.members = nn.ModuleList(members)
         self.regression = regression
+        self.multilabel = multilabel
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return combine(torch.stack([m(input_ids, attention_mask).float() for m in self.members]),
-                       self.regression)
+                       self.regression, self.multilabel)
 
 
 def ensemble_scores(setup, models: Sequence[nn.Module]) -> tuple[float, np.ndarray]:
-    """(validation score, predictions) of the ensemble of `models` on `setup.val`. Each
-    member runs over the rows in turn (one model's activations in memory at a time)."""
-    from .train import infer, predictions
+    """(validation score, predictions) of the ensemble of `models` on `setup.val`."""
+    judged = ensemble_judged(setup, models)
+    return judged.score, judged.predictions
+
+
+def ensemble_judged(setup, models: Sequence[nn.Module]):
+    """The ensemble of `models` judged on `setup.val` (`train.Scored`: score, predictions and,
+    multi-label, its threshold). Each member runs over the rows in turn (one model's
+    activations in memory at a time)."""
+    from .train import infer, judge
 
     if setup.val is None:
         raise ValueError("ensemble_scores needs validation rows (setup.val is None: a refit setup?)")
     fit = setup.fit
     outputs = [infer(m.to(fit.device), setup.val, pad_id=fit.pad_id, device=fit.device) for m in models]
-    combined = combine(torch.from_numpy(np.stack(outputs)), fit.regression).numpy()
-    predicted = predictions(combined, fit.regression)
-    return fit.metric(setup.val.targets, predicted), predicted
+    combined = combine(torch.from_numpy(np.stack(outputs)), fit.regression, fit.multilabel).numpy()
+    return judge(combined, setup.val.targets, fit)
 
 
 def save_ensemble(models: Sequence[nn.Module], tokenizer, run_dir, member_infos: list[dict], info: dict, *,
@@ -135,6 +153,8 @@ def load_ensemble(path, device: str = "cpu") -> tuple[EnsembleModel, object, dic
     first = json.loads((folder / names[0] / MEMBER_INFO).read_text())
     info = {**first, **info}
     task = (info.get("data") or {}).get("task")
-    regression = task == "regression" if task else members[0].config.problem_type == "regression"
+    problem = members[0].config.problem_type
+    regression = task == "regression" if task else problem == "regression"
+    multilabel = task == "multilabel" if task else problem == "multi_label_classification"
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    return EnsembleModel(members, regression=regression).to(device).eval(), tokenizer, info
+    return EnsembleModel(members, regression=regression, multilabel=multilabel).to(device).eval(), tokenizer, info

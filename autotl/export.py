@@ -223,8 +223,14 @@ def write_model(model: TransferModel, tokenizer, path: Path, *, max_length: int)
         model.encoder.save_pretrained(path)
         state = {k: v.contiguous() for k, v in model.head_.state_dict().items()}
         save_file(state, str(path / HEAD_WEIGHTS))
-    tokenizer.model_max_length = max_length  # pipeline(..., truncation=True) then cuts where we do
-    tokenizer.save_pretrained(path)
+    # pipeline(..., truncation=True) then cuts where we do. The tokenizer is shared (cached per
+    # backbone): its own limit is given back, or the next search in this process would read
+    # this one's max_length as the model's limit.
+    limit, tokenizer.model_max_length = tokenizer.model_max_length, max_length
+    try:
+        tokenizer.save_pretrained(path)
+    finally:
+        tokenizer.model_max_length = limit
 
 
 def restore_best(run_dir: Path) -> None:

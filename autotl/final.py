@@ -28,7 +28,7 @@ from . import candidates
 from .batching import concat
 from .errors import AutotlError
 from .export import save_best
-from .objective import BACKBONE, STRATEGY, head_of, run_params
+from .objective import BACKBONE, STRATEGY, THRESHOLD, head_of, run_params
 
 log = logging.getLogger("autotl")
 
@@ -38,16 +38,19 @@ def info_for(base: dict, trial, summary: str, outcome=None) -> dict:
     if outcome is not None:
         result = outcome.result
         value, attrs = result.best_score, {"best_epoch": result.best_epoch, "epoch_scores": list(result.scores),
-                                           "trainable_params": result.trainable_params}
+                                           "trainable_params": result.trainable_params, THRESHOLD: result.threshold}
     else:
         value, attrs = trial.value, trial.user_attrs
     backbone = trial.params.get(BACKBONE) or base.get("backbone")  # which backbone won, with several
-    return {**base, "backbone": backbone, "refit": None, "soup": None, "trial": trial.number,
+    info = {**base, "backbone": backbone, "refit": None, "soup": None, "trial": trial.number,
             "strategy": trial.params[STRATEGY],
             "params": dict(trial.params), "summary": summary,
             "scores": {"val": value, "best_epoch": attrs.get("best_epoch"),
                        "epoch_scores": attrs.get("epoch_scores"), "test": None},
             "trainable_params": attrs.get("trainable_params")}
+    if attrs.get(THRESHOLD) is not None:  # multi-label: predict decides label sets with it (a refit keeps it)
+        info[THRESHOLD] = attrs[THRESHOLD]
+    return info
 
 
 def read_info(run_dir: Path) -> dict | None:
@@ -141,6 +144,8 @@ def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info
     extra = {"refit": meta}
     if soup is not None:
         extra["soup"] = {"members": list(soup.members), "val": soup.score, "base_val": soup.base_score}
+        if soup.threshold is not None:  # the averaged model's own, tuned on validation
+            extra[THRESHOLD] = soup.threshold
     save_best(model, tokenizer, run_dir, {**info_for(info_base, trial, summary), **extra}, max_length=max_length)
     return read_info(run_dir)
 
@@ -167,7 +172,7 @@ def final_ensemble(study, chosen, setup, tokenizer, run_dir: Path, *, size: int,
     backbones, members come from the chosen one's (the ensemble shares one tokenizer)."""
     from optuna.trial import TrialState
 
-    from .ensemble import ensemble_scores, save_ensemble
+    from .ensemble import ensemble_judged, save_ensemble
     from .objective import BACKBONE, tokenizer_of
 
     own = setup.for_params(chosen.params)
@@ -185,7 +190,8 @@ def final_ensemble(study, chosen, setup, tokenizer, run_dir: Path, *, size: int,
         log.info("ensemble: only one configuration finished; no ensemble written")
         return None
     trial_models = [_trained_model(m, setup, run_dir) for m in members]
-    val_score, _ = ensemble_scores(setup, trial_models)
+    judged = ensemble_judged(setup, trial_models)
+    val_score = judged.score
     log.info("ensemble of trials %s: validation %s %.4f (the chosen trial alone: %.4f)",
              ", ".join(str(m.number) for m in members), setup.fit.metric.name, val_score, chosen.value)
     models, refit_meta = trial_models, None
@@ -202,6 +208,8 @@ def final_ensemble(study, chosen, setup, tokenizer, run_dir: Path, *, size: int,
                     for m in members]
     info = {**info_base, "trials": [m.number for m in members], "refit": refit_meta,
             "scores": {"val": val_score, "chosen_val": chosen.value, "test": None}}
+    if judged.threshold is not None:  # the averaged probabilities' own threshold, over the members'
+        info[THRESHOLD] = judged.threshold
     return save_ensemble(models, tokenizer, run_dir, member_infos, info, max_length=max_length)
 
 
@@ -215,7 +223,7 @@ def _trained_model(trial, setup, run_dir: Path):
         strategy = setup.strategies[trial.params[STRATEGY]].strategy
         model = build_model(setup.backbone_path, head_of(trial.params, strategy), num_outputs=setup.num_outputs,
                             label_names=setup.label_names, regression=setup.fit.regression,
-                            target_mean=setup.target_mean)
+                            target_mean=setup.target_mean, multi_label=setup.fit.multilabel)
         model.load_state_dict(candidates.load_state(stored["path"]))
         return model.eval()
     log.info("rebuilding trial %d's model from its parameters", trial.number)
@@ -228,21 +236,29 @@ def score_test(path: Path, target, setup, *, trial: int | None = None, study: st
     --test once, with every metric of the task, and store the scores in its autotl.json
     (ensemble.json). For best/ the write happens under the swap's lock and only if best/
     still holds `trial` of `study`."""
-    from .batching import encode
+    from .batching import encode, truncation_of
     from .export import load_model, update_info
     from .metrics import METRICS
+    from .multilabel import DEFAULT_THRESHOLD
     from .train import infer, predictions
 
     path = Path(path)
     model, tokenizer, info = load_model(path if trial is None else path / "best", setup.fit.device)
-    encoded = encode(tokenizer, target.test.texts, target.test.targets, info["max_length"], key="test")
+    encoded = encode(tokenizer, target.test.texts, target.test.targets, info["max_length"], key="test",
+                     truncation=truncation_of(info))
     outputs = infer(model, encoded, pad_id=tokenizer.pad_token_id or 0, device=setup.fit.device)
-    predicted = predictions(outputs, setup.fit.regression)
+    # multi-label: the threshold tuned on validation, never on the test rows
+    threshold = info.get(THRESHOLD, DEFAULT_THRESHOLD) if setup.fit.multilabel else None
+    predicted = predictions(outputs, setup.fit.regression, threshold)
     metrics = {name: m(target.test.targets, predicted) for name, m in METRICS.items()
-               if m.task == target.task.value}
+               if m.fits(target.task.value)}
     scores = {"rows": len(encoded), "metrics": metrics}
     if trial is not None:
-        if not update_info(path, trial, study, {"scores": {"test": scores}}):
+        if update_info(path, trial, study, {"scores": {"test": scores}}):
+            from .html_report import save_test_predictions
+
+            save_test_predictions(path, target, predicted)  # report.html's confusion matrix or residuals
+        else:
             log.warning("best/ no longer holds trial %d: its test score is not recorded there", trial)
         return {**info, "scores": {**(info.get("scores") or {}), "test": scores}}
     file = path / "ensemble.json"

@@ -103,6 +103,7 @@ def meta_features(target, setup, transferability: dict | None = None) -> dict:
         "regression": float(regression),
         "log2_classes": 0.0 if regression else math.log2(max(2, len(target.label_names))),
         "imbalance": 1.0 if regression else _imbalance(targets),
+        **({"multilabel": 1.0} if target.task.value == "multilabel" else {}),  # absent: as records before it
         "log2_tokens_p50": math.log2(max(1.0, float(np.percentile(lengths, 50)))),
         "log2_tokens_p95": math.log2(max(1.0, float(np.percentile(lengths, 95)))),
     }
@@ -113,6 +114,9 @@ def meta_features(target, setup, transferability: dict | None = None) -> dict:
 
 
 def _imbalance(targets: np.ndarray) -> float:
+    if targets.ndim == 2:  # label sets: the rarest label's rows over the most frequent's
+        counts = targets.sum(axis=0)
+        return float(counts.min() / counts.max()) if counts.max() else 1.0
     counts = np.bincount(targets.astype(int)) if len(targets) else np.array([1])
     counts = counts[counts > 0]
     return float(counts.min() / counts.max())
@@ -127,12 +131,14 @@ def distance(a: dict, b: dict) -> float:
 def nearest(records: list[dict], meta: dict, *, k: int = NEIGHBOURS, exclude_data: str | None = None,
             min_similarity: float = MIN_SIMILARITY) -> list[Neighbour]:
     """The `k` records most similar to `meta` (at least `min_similarity`) of the same task
-    type (regression or not) holding at least one finished trial; `exclude_data` leaves out
-    records of that dataset."""
+    type (regression, multi-label or single-label classification) holding at least one
+    finished trial; `exclude_data` leaves out records of that dataset."""
     scored = []
     for r in records:
         other = r.get("meta") or {}
-        if other.get("regression") != meta.get("regression") or not r.get("trials"):
+        same_task = (other.get("regression") == meta.get("regression")
+                     and other.get("multilabel", 0.0) == meta.get("multilabel", 0.0))
+        if not same_task or not r.get("trials"):
             continue
         if exclude_data is not None and (r.get("data") or {}).get("name") == exclude_data:
             continue

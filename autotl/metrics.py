@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import multilabel
 from .errors import UsageError, one_of
 
 
@@ -15,12 +16,16 @@ class Metric:
     """A score computed from targets and model outputs."""
 
     name: str  # what --metric takes
-    task: str  # "classification" or "regression"
+    task: str  # "classification", "regression" or "multilabel"
     maximize: bool  # direction of the study
     fn: Callable[[np.ndarray, np.ndarray], float]  # (targets, predictions) -> score
+    also: tuple[str, ...] = ()  # other tasks it serves (f1_macro: multi-label too)
 
     def __call__(self, targets, predictions) -> float:
         return float(self.fn(np.asarray(targets), np.asarray(predictions)))
+
+    def fits(self, task: str) -> bool:
+        return task == self.task or task in self.also
 
 
 def _f1(targets: np.ndarray, predicted: np.ndarray, average: str) -> float:
@@ -37,6 +42,11 @@ def _f1(targets: np.ndarray, predicted: np.ndarray, average: str) -> float:
     return float(np.mean(scores))
 
 
+def _f1_macro(targets: np.ndarray, predicted: np.ndarray) -> float:
+    # one name for both tasks (as `--metric f1_macro` reads either way); a 2-D target is label sets
+    return multilabel.f1_macro(targets, predicted) if targets.ndim == 2 else _f1(targets, predicted, "macro")
+
+
 def _r2(targets, predicted) -> float:
     total = np.sum((targets - targets.mean()) ** 2)
     return float(1.0 - np.sum((targets - predicted) ** 2) / total) if total > 0 else 0.0
@@ -50,14 +60,16 @@ def _pearson(targets, predicted) -> float:
 
 METRICS = {m.name: m for m in [
     Metric("accuracy", "classification", True, lambda t, p: np.mean(t == p)),
-    Metric("f1_macro", "classification", True, lambda t, p: _f1(t, p, "macro")),
+    Metric("f1_macro", "classification", True, _f1_macro, also=("multilabel",)),
     Metric("f1_weighted", "classification", True, lambda t, p: _f1(t, p, "weighted")),
     Metric("r2", "regression", True, _r2),
     Metric("pearson", "regression", True, _pearson),
     Metric("mse", "regression", False, lambda t, p: np.mean((t - p) ** 2)),
     Metric("mae", "regression", False, lambda t, p: np.mean(np.abs(t - p))),
+    Metric("f1_micro", "multilabel", True, multilabel.f1_micro),
+    Metric("subset_accuracy", "multilabel", True, multilabel.subset_accuracy),
 ]}
-DEFAULT = {"classification": "accuracy", "regression": "r2"}
+DEFAULT = {"classification": "accuracy", "regression": "r2", "multilabel": "f1_micro"}
 
 
 def get_metric(name: str | None, task: str) -> Metric:
@@ -67,8 +79,8 @@ def get_metric(name: str | None, task: str) -> Metric:
     if name not in METRICS:
         raise UsageError(one_of("metric", name, METRICS))
     metric = METRICS[name]
-    if metric.task != task:
-        fitting = [m for m, v in METRICS.items() if v.task == task]
+    if not metric.fits(task):
+        fitting = [m for m, v in METRICS.items() if v.fits(task)]
         raise UsageError(f"metric '{name}' is for {metric.task} but this data is {task}; "
                          f"choose from: {', '.join(fitting)}")
     return metric

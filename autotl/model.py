@@ -181,15 +181,17 @@ class TransferModel(nn.Module):
 
 
 def build_model(backbone_path: str, pooling: Pooling, *, num_outputs: int,
-                label_names: tuple[str, ...], regression: bool, target_mean: float = 0.0) -> TransferModel:
+                label_names: tuple[str, ...], regression: bool, target_mean: float = 0.0,
+                multi_label: bool = False) -> TransferModel:
     """Fresh pretrained encoder + new head, labels written into the config.
 
     For regression the output bias starts at the training targets' mean: a head that starts
     near 0 for targets near, say, 3 spends its first epochs (and large gradients through the
-    encoder) just learning the offset.
+    encoder) just learning the offset. `multi_label`: one independent (sigmoid) output per
+    label; the config says so (problem_type), so `transformers.pipeline` applies a sigmoid too.
     """
     model = _build(backbone_path, pooling, num_outputs=num_outputs, label_names=label_names,
-                   regression=regression)
+                   regression=regression, multi_label=multi_label)
     if regression:
         with torch.no_grad():
             model.output_layer().bias.fill_(target_mean)
@@ -197,7 +199,7 @@ def build_model(backbone_path: str, pooling: Pooling, *, num_outputs: int,
 
 
 def _build(backbone_path: str, pooling: Pooling, *, num_outputs: int,
-           label_names: tuple[str, ...], regression: bool) -> TransferModel:
+           label_names: tuple[str, ...], regression: bool, multi_label: bool) -> TransferModel:
     from .backbone import load_pretrained
 
     pooling = Pooling(pooling)
@@ -207,7 +209,7 @@ def _build(backbone_path: str, pooling: Pooling, *, num_outputs: int,
     else:
         labels["id2label"] = dict(enumerate(label_names))
         labels["label2id"] = {name: i for i, name in enumerate(label_names)}
-        labels["problem_type"] = "single_label_classification"
+        labels["problem_type"] = "multi_label_classification" if multi_label else "single_label_classification"
     if pooling is Pooling.STANDARD:
         return TransferModel(pooling, net=load_pretrained(backbone_path, standard_head=True, **labels))
     encoder = load_pretrained(backbone_path, standard_head=False, **labels)

@@ -8,9 +8,11 @@ import secrets
 import socket
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from .balance import CHOICES as CLASS_WEIGHT_CHOICES, CLASS_WEIGHT
 from .batching import Encoded
+from .lengths import HEAD, HEAD_TAIL, TRUNCATION
 from .errors import StrategyError
 from .heartbeat import Heartbeat
 from .redact import mask
@@ -31,6 +33,7 @@ BACKBONE = "backbone"  # with several backbones, the first decision of a trial (
 STRATEGY = "strategy"  # the first decision of every trial on one backbone
 POOLING = "head.pooling"  # the head, searched with the strategy
 VAL_PREDICTIONS = "val_predictions"  # user attr: the kept model's predictions on the validation rows
+THRESHOLD = "threshold"  # user attr of a multi-label trial: its decision threshold, tuned on validation
 DUPLICATE_OF = "duplicate_of"  # user attr: the earlier trial that already ran this configuration
 SKIPPED = "skipped"  # user attr: why the trial did not run (it would not finish within the budget)
 UPLOAD_ERROR = "upload_error"  # trial user attr: why its model is not in the artifact store
@@ -54,6 +57,11 @@ class TrialSetup:
     # With several backbones: every backbone's own setup by name (this one's included), each
     # with the rows tokenized by its own tokenizer. A trial's setup is for_params(its params).
     backbones: Mapping[str, "TrialSetup"] = field(default_factory=dict, compare=False, repr=False)
+    # Imbalanced classes (balance.py): the balanced loss weights, and `loss.class_weight` is searched
+    class_weights: tuple[float, ...] | None = None
+    # Many rows cut at max_length (lengths.py): this setup with the rows cut head+tail, and
+    # `text.truncation` is searched; for_params picks it for a trial that drew head_tail
+    head_tail: "TrialSetup | None" = field(default=None, compare=False, repr=False)
 
     def for_params(self, params: Mapping) -> "TrialSetup":
         """The setup of the backbone `params` name (this one when they name none).
@@ -61,10 +69,14 @@ class TrialSetup:
         other backbones' full rows."""
         name = params.get(BACKBONE)
         if name is None or name == self.backbone:
-            return self
-        if name not in self.backbones:
+            own = self
+        elif name not in self.backbones:
             raise StrategyError(f"backbone '{name}' is not one this search loaded ({', '.join(self.backbones)})")
-        return self.backbones[name]
+        else:
+            own = self.backbones[name]
+        if params.get(TRUNCATION) == HEAD_TAIL and own.head_tail is not None:
+            return own.head_tail
+        return own
 
     def backbone_names(self) -> tuple[str, ...]:
         return tuple(self.backbones) or (self.backbone,)
@@ -72,22 +84,29 @@ class TrialSetup:
 
 def trial_setup(target, backbone, tokenizer, strategies: dict[str, Registered], poolings: tuple[str, ...],
                 metric, *, device: str = "cpu", seed: int = 0, max_length: int = 128, budget=None,
-                progress: bool = False) -> TrialSetup:
+                progress: bool = False, class_weights: tuple[float, ...] | None = None,
+                head_tail: bool = False) -> TrialSetup:
     """The setup every trial of a search shares: the target's splits tokenized once."""
     from .batching import encode
 
-    def enc(split, name):
+    def enc(split, name, truncation=HEAD):
+        cut = "" if truncation == HEAD else f":{truncation}"  # the head cut keeps its old cache keys
         return encode(tokenizer, split.texts, split.targets, max_length,
-                      key=f"{target.fingerprint}:{name}:{backbone.path}:{max_length}")
+                      key=f"{target.fingerprint}:{name}:{backbone.path}:{max_length}{cut}", truncation=truncation)
 
     regression = target.task.value == "regression"
-    return TrialSetup(
+    setup = TrialSetup(
         backbone_path=backbone.path, backbone=backbone.name, strategies=strategies, poolings=poolings,
         train=enc(target.train, "train"), val=enc(target.val, "val"),
         label_names=target.label_names, num_outputs=target.num_outputs,
-        target_mean=float(target.train.targets.mean()) if regression else 0.0,
+        target_mean=float(target.train.targets.mean()) if regression else 0.0, class_weights=class_weights,
         fit=FitSettings(metric=metric, regression=regression, pad_id=tokenizer.pad_token_id or 0,
-                        device=device, seed=seed, deadline=budget, progress=progress))
+                        device=device, seed=seed, deadline=budget, progress=progress,
+                        multilabel=target.task.value == "multilabel"))
+    if head_tail:
+        setup = replace(setup, head_tail=replace(setup, train=enc(target.train, "train", HEAD_TAIL),
+                                                 val=enc(target.val, "val", HEAD_TAIL)))
+    return setup
 
 
 @dataclass
@@ -112,13 +131,15 @@ def run_params(setup: TrialSetup, params: dict, on_epoch=None, desc: str = "") -
 
     torch.manual_seed(setup.fit.seed)  # the same head init for a config, whenever it runs
     model = build_model(setup.backbone_path, pooling, num_outputs=setup.num_outputs,
-                        label_names=setup.label_names,
-                        regression=setup.fit.regression, target_mean=setup.target_mean)
+                        label_names=setup.label_names, regression=setup.fit.regression,
+                        target_mean=setup.target_mean, multi_label=setup.fit.multilabel)
     try:
         plan = strategy.prepare(model, own)
     except Exception as exc:
         raise StrategyError(f"strategy '{name}' failed in prepare(): {type(exc).__name__}: {exc}") from exc
     settings = setup.fit if not desc else _with_desc(setup.fit, desc)
+    if params.get(CLASS_WEIGHT) == "balanced" and setup.class_weights is not None:
+        settings = replace(settings, class_weights=setup.class_weights)
     result = fit(model, plan, setup.train, setup.val, settings, on_epoch=on_epoch)
     return TrialOutcome(model, result, plan.summary)
 
@@ -137,8 +158,6 @@ def head_of(params: dict, strategy) -> str:
 
 
 def _with_desc(settings: FitSettings, desc: str) -> FitSettings:
-    from dataclasses import replace
-
     return replace(settings, desc=desc)
 
 
@@ -149,10 +168,13 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 def compact(predicted) -> list:
-    """Predictions as JSON-able values: class ids as ints, regression values to 5 digits."""
+    """Predictions as JSON-able values: class ids as ints, label sets as rows of 0/1 ints,
+    regression values to 5 digits."""
     import numpy as np
 
     predicted = np.asarray(predicted)
+    if predicted.ndim == 2:
+        return predicted.astype(int).tolist()
     if predicted.dtype.kind in "iu":
         return [int(v) for v in predicted]
     return [float(f"{v:.5g}") for v in predicted]
@@ -273,6 +295,10 @@ class Objective:
             pooling = getattr(strategy, "head", None) or trial.suggest_categorical(POOLING, list(setup.poolings))
             trial.set_user_attr("head", pooling)
             params = {**chosen, STRATEGY: name, POOLING: pooling, **strategy.search_space(trial)}
+            if setup.head_tail is not None:  # many rows cut: keep their beginning, or beginning and end
+                params[TRUNCATION] = trial.suggest_categorical(TRUNCATION, [HEAD, HEAD_TAIL])
+            if setup.class_weights is not None:  # imbalanced classes: weigh the loss, or not
+                params[CLASS_WEIGHT] = trial.suggest_categorical(CLASS_WEIGHT, list(CLASS_WEIGHT_CHOICES))
             self._worth_running(trial, name, params)
             on = f" on {chosen[BACKBONE]}" if chosen else ""
             with Heartbeat(trial.study, trial._trial_id):  # silent past the grace, it is taken for dead
@@ -297,6 +323,8 @@ class Objective:
         trial.set_user_attr("trainable_params", result.trainable_params)
         if result.val_predictions is not None:
             trial.set_user_attr(VAL_PREDICTIONS, compact(result.val_predictions))
+        if result.threshold is not None:
+            trial.set_user_attr(THRESHOLD, result.threshold)
         chosen = ", ".join(f"{k}={v}" for k, v in (result.finalized or {}).items())
         trial.set_user_attr("summary", f"{outcome.summary} ({chosen})" if chosen else outcome.summary)
         if result.finalized is not None:

@@ -111,7 +111,8 @@ def format_table(rows: list[dict], metric: str, limit: int = 15) -> str:
 
 
 def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str, decision: dict | None = None,
-                 ranking: list[dict] | None = None, knowledge: dict | None = None) -> str:
+                 ranking: list[dict] | None = None, knowledge: dict | None = None,
+                 profile: dict | None = None) -> str:
     """report.md: the winner and how it was chosen (finalists ± standard errors, the margin
     over the baseline recipe), the final model, the test score, score against cost."""
     done = [r for r in rows if r["state"] == "complete"]
@@ -143,6 +144,9 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
         if test:
             lines += [f"**Test set** ({test['rows']} rows, scored once for this model): "
                       + ", ".join(f"{k} {v:.4f}" for k, v in test["metrics"].items()), ""]
+        data = data_lines(profile)
+        if data:
+            lines += ["**Data**", "", *data, ""]
         lines += _cost_table(rows, done, win, metric)
         lines.append("")
         if info["head"]["pipeline_compatible"]:
@@ -187,6 +191,24 @@ def backbone_lines(ranking: list[dict] | None, done: list[dict], metric: str) ->
                       f"LogME {_fmt(spearman([r['logme'] for r in trained], finals))}, "
                       f"probe {_fmt(spearman([r['probe'] for r in trained], finals))}."]
     return lines + [""]
+
+
+def data_lines(profile: dict | None) -> list[str]:
+    """Markdown bullets: the class balance and the training texts' token lengths."""
+    from .balance import IMBALANCE_RATIO, describe, is_imbalanced
+    from .lengths import describe as lengths
+
+    lines = []
+    balance = (profile or {}).get("class_balance")
+    if balance:
+        note = (f"; the rarest class has under {IMBALANCE_RATIO:.0%} of the largest's rows, so a class-weighted "
+                "loss was searched" if is_imbalanced(balance) else "")
+        lines.append(f"- class balance (train + validation rows): {describe(balance, limit=12)}{note}")
+    found = (profile or {}).get("lengths")
+    if found:
+        lines.append(f"- text length in tokens (training rows): {lengths(found)}; 90th percentile {found.get('p90')}, "
+                     f"99th {found.get('p99')}; the model takes at most {found.get('model_limit')}")
+    return lines
 
 
 def knowledge_lines(knowledge: dict | None) -> list[str]:

@@ -13,6 +13,7 @@ from . import study as studies
 from .storage import open_storage, storage_arg
 from .decide import CHOICE
 from .errors import AutotlError, UsageError
+from .progress import SearchProgress
 from .export import clean_leftovers, restore_best, save_best, write_card_safely
 from .final import final_model, holds, info_for, read_info, refit_seconds, score_test
 from .knowledge import KNOWLEDGE_ATTR, learn, record_search
@@ -64,6 +65,8 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
         study.set_user_attr(KNOWLEDGE_ATTR, learned)
     studies.save_config(study, config)
     study.set_user_attr(FINALIZING, False)  # trials (again): best/ follows the best so far until the end
+    if prepared.profile is not None:
+        study.set_user_attr(studies.DATA_PROFILE, prepared.profile)
     if studies.VAL_TARGETS not in study.user_attrs:  # what every trial's validation predictions are scored against
         study.set_user_attr(studies.VAL_TARGETS, compact(setup.val.targets))
     store = open_artifacts(config.artifacts)
@@ -74,7 +77,7 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
         info_base["knowledge"] = {"learned_from": study.user_attrs[KNOWLEDGE_ATTR]["learned_from"]}
     run = dict(tokenizer=prepared.tokenizer, run_dir=run_dir, store=store, budget=budget, n_trials=config.n_trials,
                refit=config.refit, info_base=info_base, max_length=config.max_length,
-               keep=max(candidates.KEEP, config.ensemble), rescore=config.rescore)
+               keep=max(candidates.KEEP, config.ensemble), rescore=config.rescore, progress=config.progress)
     if _done(study, config.n_trials):
         interrupted = False
         log.info("the study already has %d finished trials; raise --n-trials to run more", config.n_trials)
@@ -108,7 +111,14 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
     decision = study.user_attrs.get(CHOICE)
     write_report(rows, info, run_dir, setup.fit.metric.name, decision=decision,
                  ranking=study.user_attrs.get(studies.TRANSFERABILITY),
-                 knowledge=study.user_attrs.get(KNOWLEDGE_ATTR))
+                 knowledge=study.user_attrs.get(KNOWLEDGE_ATTR), profile=study.user_attrs.get(studies.DATA_PROFILE))
+    try:  # the page is documentation: one that cannot be drawn costs a warning, never the search's results
+        from .html_report import write_html_report
+
+        write_html_report(study, rows, info, run_dir, setup.fit.metric.name)
+    except Exception as exc:
+        log.warning("report.html was not written (%s: %s); `autotl report %s` writes it again",
+                    type(exc).__name__, exc, run_dir)
     if best is None and not interrupted:
         failed = [r for r in rows if r["error"]]
         hint = f"; first error: {failed[0]['error']}" if failed else ""
@@ -180,7 +190,8 @@ def _finish(study, best, setup, target, config, *, store, tokenizer, run_dir, bu
 
 
 def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_trials, refit: bool,
-         info_base: dict, max_length: int, keep: int = candidates.KEEP, rescore: int = 0) -> bool:
+         info_base: dict, max_length: int, keep: int = candidates.KEEP, rescore: int = 0,
+         progress: bool = False) -> bool:
     """Run trials of `study` in this process until `n_trials` finished trials exist in the
     whole study (every worker counts) or the budget is spent. A trial that beats the best so
     far uploads its model to `store` and (with a `run_dir`) is exported as best/ under a lock.
@@ -250,6 +261,7 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
         if best is not None and trial.state is TrialState.COMPLETE:
             budget.reserve = _reserve(study, best, setup, budget, refit=refit, rescore=rescore)
         log.info("%s", _trial_line(trial, setup.fit.metric.name, is_best, best))
+        bar.trial_done(studies.finished_trials(study), None if best is None else best.value, setup.fit.metric.name)
         del outcome
         release_memory(setup.fit.device)
         if budget.passed(within=budget.shortest_epoch):
@@ -259,6 +271,16 @@ def work(study, setup, *, tokenizer, run_dir: Path | None, store, budget, n_tria
             if _done(study, n_trials):
                 study.stop()  # this worker's and the others' trials reached n_trials
 
+    bar = SearchProgress(timeout=budget.timeout, n_trials=n_trials, elapsed=budget.elapsed, enabled=progress)
+    try:
+        with bar.logging_through():
+            return _optimize(study, objective, on_trial, budget, n_trials, run_dir, setup)
+    finally:
+        bar.close()
+
+
+def _optimize(study, objective, on_trial, budget, n_trials, run_dir, setup) -> bool:
+    """`work`'s loop: Optuna's optimize until done; True when Ctrl-C stopped it."""
     while not _done(study, n_trials) and not budget.passed(within=budget.shortest_epoch):
         try:
             # No per-process trial count: several workers share n_trials, and a re-queued trial

@@ -4,8 +4,9 @@ Trials produce evidence — a configuration's predictions on validation rows, an
 cost. This module turns evidence into numbers with their uncertainty and into a choice,
 with no model in sight, so a selection rule is a few lines and testable on its own.
 
-- Every score carries its standard error: binomial for accuracy, a seeded bootstrap over
-  the rows for every other metric.
+- Every score carries its standard error: binomial for accuracy (and a label set's subset
+  accuracy: each row right or wrong as a whole), a seeded bootstrap over the rows for every
+  other metric (rows, not labels: a multi-label row's labels are resampled together).
 - Two configurations scored on the same rows are compared by their *paired* difference
   (bootstrap over the rows they share): most rows are right or wrong for both, so the
   difference is known far better than either score.
@@ -63,14 +64,25 @@ class Choice:
     reason: str
 
 
+def _rows_right(metric, targets: np.ndarray, predictions: np.ndarray) -> np.ndarray | None:
+    """Per row 1.0 if right, else 0.0, when `metric` is the mean of that (accuracy; subset
+    accuracy for label sets, a row right only as a whole); None for other metrics."""
+    if metric.name == "accuracy":
+        return (targets == predictions).astype(float)
+    if metric.name == "subset_accuracy":
+        return np.all(targets == predictions, axis=1).astype(float)
+    return None
+
+
 def standard_error(metric, targets, predictions, rng_seed: int = 0) -> float:
     """Standard error of `metric` on these rows: binomial for accuracy, else bootstrap."""
     targets, predictions = np.asarray(targets), np.asarray(predictions)
     n = len(targets)
     if n < 2:
         return float("nan")
-    if metric.name == "accuracy":
-        p = float(np.mean(targets == predictions))
+    right = _rows_right(metric, targets, predictions)
+    if right is not None:
+        p = float(np.mean(right))
         return float(np.sqrt(p * (1 - p) / n))
     rng = np.random.default_rng(rng_seed)
     draws = [metric(targets[i], predictions[i]) for i in (rng.integers(0, n, n) for _ in range(BOOTSTRAP))]
@@ -85,8 +97,8 @@ def paired_difference(metric, targets, first, second, rng_seed: int = 0) -> Esti
     diff = metric(targets, first) - metric(targets, second)
     if n < 2:
         return Estimate(diff, float("nan"), n)
-    if metric.name == "accuracy":
-        per_row = (first == targets).astype(float) - (second == targets).astype(float)
+    if _rows_right(metric, targets, first) is not None:
+        per_row = _rows_right(metric, targets, first) - _rows_right(metric, targets, second)
         return Estimate(diff, float(np.std(per_row, ddof=1) / np.sqrt(n)), n)
     rng = np.random.default_rng(rng_seed)
     draws = []

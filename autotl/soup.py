@@ -30,6 +30,7 @@ class Soup:
     score: float  # validation score of the averaged model
     base_score: float  # validation score of the first member alone (the same evaluation)
     predictions: np.ndarray  # the averaged model's predictions on the validation rows
+    threshold: float | None = None  # multi-label: the averaged model's decision threshold, tuned on validation
 
 
 def average_states(states: list[dict]) -> dict:
@@ -70,7 +71,8 @@ def fresh_model(setup, head: str):
     from .model import build_model
 
     return build_model(setup.backbone_path, head, num_outputs=setup.num_outputs, label_names=setup.label_names,
-                       regression=setup.fit.regression, target_mean=setup.target_mean)
+                       regression=setup.fit.regression, target_mean=setup.target_mean,
+                       multi_label=setup.fit.multilabel)
 
 
 def soup_model(setup, head: str, states: list[dict]):
@@ -108,8 +110,8 @@ def greedy_soup(setup, run_dir, first: int) -> Soup | None:
 
     model = fresh_model(setup, start["head"]).to(setup.fit.device)
     mix = _RunningMean(candidates.load_state(start["path"]))
-    base_score, predictions = _evaluate(setup, mix.load_into(model))
-    members, score = [first], base_score
+    base = _evaluate(setup, mix.load_into(model))
+    members, best = [first], base
     for c in others:
         try:
             state = candidates.load_state(c["path"])
@@ -117,27 +119,27 @@ def greedy_soup(setup, run_dir, first: int) -> Soup | None:
         except (OSError, ValueError) as exc:  # unreadable, or a model of another shape: cannot join
             log.debug("soup: skipping trial %d: %s", c["trial"], exc)
             continue
-        tried, tried_predictions = _evaluate(setup, mix.load_into(model, extra=state))
-        if sign * tried >= sign * score:
+        tried = _evaluate(setup, mix.load_into(model, extra=state))
+        if sign * tried.score >= sign * best.score:
             mix.add(state)
             members.append(c["trial"])
-            score, predictions = tried, tried_predictions
+            best = tried
         del state
     metric = setup.fit.metric.name
-    if len(members) > 1 and sign * score > sign * base_score:
+    if len(members) > 1 and sign * best.score > sign * base.score:
         log.info("greedy soup of trials %s: %s %.4f, vs %.4f for trial %d alone",
-                 ", ".join(map(str, members)), metric, score, base_score, first)
-        return Soup(tuple(members), score, base_score, predictions)
+                 ", ".join(map(str, members)), metric, best.score, base.score, first)
+        return Soup(tuple(members), best.score, base.score, best.predictions, best.threshold)
     log.info("no soup: averaging trial %d with the other %d kept %s-head model(s) did not beat its %s %.4f",
-             first, len(others), start["head"], metric, base_score)
+             first, len(others), start["head"], metric, base.score)
     return None
 
 
-def _evaluate(setup, model) -> tuple[float, np.ndarray]:
-    from .train import predict
+def _evaluate(setup, model):
+    """`train.Scored` of `model` on the validation rows (score, predictions, multi-label threshold)."""
+    from .train import validate
 
-    predicted = predict(model, setup.val, setup.fit)
-    return setup.fit.metric(setup.val.targets, predicted), predicted
+    return validate(model, setup.val, setup.fit)
 
 
 class _RunningMean:

@@ -12,8 +12,15 @@ from .errors import UsageError
 from .objective import DUPLICATE_OF, POOLING, SKIPPED, STRATEGY
 
 log = logging.getLogger("autotl")
+# Optuna's own handler writes to the sys.stderr of the moment optuna was first imported,
+# which may be a capture closed since (a test's, a notebook cell's): a later record then
+# prints "--- Logging error ---" with a traceback. Its records go through Python logging
+# instead, where autotl's own lines go.
+optuna.logging.disable_default_handler()
+optuna.logging.enable_propagation()
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 REQUEUED_FROM = "requeued_from"  # user attr of a trial queued again: the trial whose worker died
+DATA_PROFILE = "data_profile"  # study user attr: class balance and token lengths (api.prepare), for the reports
 VAL_TARGETS = "val_targets"  # study user attr: the validation rows' targets, for standard errors
 
 
@@ -232,13 +239,17 @@ def did_not_run(trial) -> bool:
     return DUPLICATE_OF in trial.user_attrs or SKIPPED in trial.user_attrs
 
 
-def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
-    """Trials still to run for a budget of `n_trials` finished trials in the whole study.
-    Trials cut short by a killed worker do not count: their configuration runs again."""
-    if n_trials is None:
-        return None
+def finished_trials(study: optuna.Study) -> int:
+    """Trials that ran to an end in the whole study (every worker's). Trials cut short by a
+    killed worker do not count: their configuration runs again."""
     trials = study.get_trials(deepcopy=False)
     requeued = {t.user_attrs.get(REQUEUED_FROM) for t in trials} - {None}
-    done = [t for t in trials if t.state in FINISHED and not t.user_attrs.get("interrupted")
-            and t.number not in requeued and not did_not_run(t)]
-    return max(0, n_trials - len(done))
+    return sum(1 for t in trials if t.state in FINISHED and not t.user_attrs.get("interrupted")
+               and t.number not in requeued and not did_not_run(t))
+
+
+def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
+    """Trials still to run for a budget of `n_trials` finished trials in the whole study."""
+    if n_trials is None:
+        return None
+    return max(0, n_trials - finished_trials(study))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import multilabel
 from .activations import ACTIVATIONS
 from .batching import Encoded, batch_order, collate, in_row_order
 from .budget import Budget
@@ -44,6 +45,10 @@ class FitSettings:
     accumulation: int = 1  # micro-batches per optimizer step (an out-of-memory retry uses 2)
     batch_order: str = "bucketed"  # "bucketed": rows of similar length together; "shuffled": plain
     desc: str = ""  # the bar's label
+    # label sets: one sigmoid output per label (BCE loss), predictions thresholded at a value
+    # tuned on the validation rows (`multilabel.tune_threshold`)
+    multilabel: bool = False
+    class_weights: tuple[float, ...] | None = None  # cross-entropy weights per class (balance.py)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class FitResult:
     truncated: bool  # stopped before the Plan's last epoch because the deadline passed
     finalized: dict | None = None  # what the Plan's finalize chose (e.g. WiSE-FT's alpha)
     val_predictions: np.ndarray | None = None  # the kept model's predictions on the validation rows
+    threshold: float | None = None  # multi-label: the kept model's decision threshold, tuned on validation
 
 
 def autocast_for(device: str):
@@ -112,10 +118,15 @@ def _schedule(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _loss(logits: torch.Tensor, targets: torch.Tensor, regression: bool) -> torch.Tensor:
-    if regression:
+def _loss(logits: torch.Tensor, targets: torch.Tensor, settings: FitSettings) -> torch.Tensor:
+    if settings.regression:
         return torch.nn.functional.mse_loss(logits.squeeze(-1).float(), targets.float())
-    return torch.nn.functional.cross_entropy(logits.float(), targets)
+    if settings.multilabel:  # each label its own yes/no: a 0/1 target matrix
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets.float())
+    weight = None
+    if settings.class_weights is not None:
+        weight = torch.tensor(settings.class_weights, dtype=torch.float32, device=logits.device)
+    return torch.nn.functional.cross_entropy(logits.float(), targets, weight=weight)
 
 
 def infer(model, data: Encoded, *, pad_id: int, device: str, batch_size: int = 128) -> np.ndarray:
@@ -131,8 +142,32 @@ def infer(model, data: Encoded, *, pad_id: int, device: str, batch_size: int = 1
     return in_row_order(data, batch_size, outputs_of)
 
 
-def predictions(outputs: np.ndarray, regression: bool) -> np.ndarray:
+def predictions(outputs: np.ndarray, regression: bool, threshold: float | None = None) -> np.ndarray:
+    """Values, class ids, or (given a multi-label model's `threshold`) 0/1 label-set rows."""
+    if threshold is not None:
+        return multilabel.decide(multilabel.sigmoid(outputs), threshold)
     return outputs[:, 0] if regression else outputs.argmax(axis=1)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model's outputs on labelled rows, judged by the validation metric."""
+
+    score: float
+    predictions: np.ndarray
+    threshold: float | None = None  # multi-label: the decision threshold, tuned on these very rows
+
+
+def judge(outputs: np.ndarray, targets: np.ndarray, settings: FitSettings) -> Scored:
+    """Score raw outputs on validation rows; a multi-label model's threshold is tuned on them
+    first (the best epoch is then the best with its own best threshold)."""
+    if not settings.multilabel:
+        predicted = predictions(outputs, settings.regression)
+        return Scored(settings.metric(targets, predicted), predicted)
+    probabilities = multilabel.sigmoid(outputs)
+    threshold = multilabel.tune_threshold(targets, probabilities, settings.metric)
+    predicted = multilabel.decide(probabilities, threshold)
+    return Scored(settings.metric(targets, predicted), predicted, threshold)
 
 
 class StageForward:
@@ -198,11 +233,12 @@ class _Best:
 
     def __init__(self, params: list, maximize: bool):
         self.params, self.sign = params, 1 if maximize else -1
-        self.score, self.epoch, self.state, self.predictions = None, -1, None, None
+        self.score, self.epoch, self.state, self.predictions, self.threshold = None, -1, None, None, None
 
-    def offer(self, epoch: int, score: float, predicted) -> None:
-        if self.score is None or self.sign * score > self.sign * self.score:
-            self.score, self.epoch, self.predictions = score, epoch, predicted
+    def offer(self, epoch: int, judged: Scored) -> None:
+        if self.score is None or self.sign * judged.score > self.sign * self.score:
+            self.score, self.epoch, self.predictions = judged.score, epoch, judged.predictions
+            self.threshold = judged.threshold
             self.state = [p.detach().to("cpu", copy=True) for p in self.params]
 
     def restore(self) -> None:
@@ -220,7 +256,7 @@ def _train_epoch(model, stage: Stage, forward: StageForward, params: list, optim
         # Micro-batches (gradient accumulation) give the same step in less memory.
         for part in np.array_split(index, min(settings.accumulation, len(index))):
             pooled, logits = forward(train, part)
-            loss = _loss(logits, to_device(torch.as_tensor(train.targets[part]), settings.device), settings.regression)
+            loss = _loss(logits, to_device(torch.as_tensor(train.targets[part]), settings.device), settings)
             if stage.penalty is not None:
                 loss = loss + stage.penalty(model, Step(pooled, part, train, settings.pad_id))
             (loss * (len(part) / len(index))).backward()
@@ -275,10 +311,10 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                     raise StrategyError(f"loss became {loss.item()} in epoch {epoch + 1}; "
                                         "the learning rate is probably too high")
                 if val is not None:
-                    predicted = predictions(forward.outputs(val), settings.regression)
-                    scores.append(settings.metric(val.targets, predicted))
+                    judged = judge(forward.outputs(val), val.targets, settings)
+                    scores.append(judged.score)
                     bar.set_postfix_str(f"epoch {epoch + 1} {settings.metric.name}={scores[-1]:.4f}")
-                    best.offer(epoch, scores[-1], predicted)
+                    best.offer(epoch, judged)
                 last_epoch_seconds = time.monotonic() - epoch_start
                 if deadline is not None:
                     deadline.note_epoch(last_epoch_seconds)
@@ -300,7 +336,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
 def _finish(model, plan: Plan, val, settings: FitSettings, best: _Best, scores: list, epochs_run: int,
             truncated: bool, seconds: float) -> FitResult:
     """The Plan's finalize step (on the best epoch's weights), then the result."""
-    score, epoch, predicted, finalized = best.score, best.epoch, best.predictions, None
+    score, epoch, predicted, finalized, threshold = best.score, best.epoch, best.predictions, None, best.threshold
     if val is None:
         score, epoch = float("nan"), epochs_run - 1
         if plan.finalize is not None:  # a refit: apply what the trial chose, nothing to score
@@ -308,21 +344,26 @@ def _finish(model, plan: Plan, val, settings: FitSettings, best: _Best, scores: 
     elif plan.finalize is not None:
         sign = 1 if settings.metric.maximize else -1
         finalized = plan.finalize(model, lambda: sign * evaluate(model, val, settings), None)
-        predicted = predict(model, val, settings)  # the model kept is the finalized one
-        score = settings.metric(val.targets, predicted)
+        judged = validate(model, val, settings)  # the model kept is the finalized one
+        score, predicted, threshold = judged.score, judged.predictions, judged.threshold
     return FitResult(score, epoch, tuple(scores), seconds, plan.trainable_parameters(), truncated, finalized,
-                     predicted)
+                     predicted, threshold)
+
+
+def validate(model, data: Encoded, settings: FitSettings) -> Scored:
+    """`judge` the model as it is on the labelled rows `data` (a full forward pass)."""
+    return judge(infer(model, data, pad_id=settings.pad_id, device=settings.device), data.targets, settings)
 
 
 def predict(model, data: Encoded, settings: FitSettings) -> np.ndarray:
-    """Predictions (class ids or values) for every row of `data`, the model as it is."""
-    outputs = infer(model, data, pad_id=settings.pad_id, device=settings.device)
-    return predictions(outputs, settings.regression)
+    """Predictions (class ids, values, or label sets at the threshold tuned on `data`, which
+    must be validation rows) for every row of `data`, the model as it is."""
+    return validate(model, data, settings).predictions
 
 
 def evaluate(model, data: Encoded, settings: FitSettings) -> float:
     """The validation metric for `data` with the model as it is (a full forward pass)."""
-    return settings.metric(data.targets, predict(model, data, settings))
+    return validate(model, data, settings).score
 
 
 def _bar(settings: FitSettings, total: int):

@@ -6,7 +6,8 @@ Two scores per backbone:
   Learning", ICML 2021): the log marginal likelihood per row of a Bayesian linear model
   y = F w + noise, w ~ N(0, 1/alpha), noise ~ N(0, 1/beta), with alpha and beta set by
   the paper's fixed-point iteration (evidence maximisation). One SVD of the features
-  serves every target column; classification averages it over one-hot columns. It is
+  serves every target column; classification averages it over one-hot columns (label
+  sets: over their own 0/1 columns). It is
   computed on standardised features (as the probe is), so a backbone's raw feature scale
   does not count.
 - **The probe's cross-validated score**, in the search's own metric: a ridge probe on the
@@ -104,13 +105,16 @@ def probe_score(features: np.ndarray, targets: np.ndarray, metric, *, ridge: flo
     f = standardise(features)
     targets = np.asarray(targets)
     order = np.random.default_rng(seed).permutation(len(f))
-    predicted = np.empty(len(f), dtype=np.float64 if regression else np.int64)
+    predicted = np.empty(targets.shape, dtype=np.float64 if regression else np.int64)
     columns = _columns(targets, regression)
     for part in np.array_split(order, min(folds, len(f))):
         train = np.setdiff1d(order, part)
         weights = _ridge(f[train], columns[train], ridge)
         out = np.c_[f[part], np.ones(len(part))] @ weights
-        predicted[part] = out[:, 0] if regression else out.argmax(axis=1)
+        if targets.ndim == 2:  # label sets: a ridge fit to 0/1 reads as a probability
+            predicted[part] = out >= 0.5
+        else:
+            predicted[part] = out[:, 0] if regression else out.argmax(axis=1)
     return metric(targets, predicted), standard_error(metric, targets, predicted)
 
 
@@ -128,9 +132,10 @@ def standardise(features: np.ndarray) -> np.ndarray:
 
 
 def _columns(targets: np.ndarray, regression: bool) -> np.ndarray:
-    """The target as columns: itself for regression, one-hot for classification."""
+    """The target as columns: itself for regression and label sets (0/1 columns), one-hot
+    for classification."""
     t = np.asarray(targets)
-    if regression:
+    if regression or t.ndim == 2:
         return t.astype(np.float64).reshape(len(t), -1)
     classes = np.unique(t)
     return (t[:, None] == classes[None, :]).astype(np.float64)

@@ -150,8 +150,10 @@ def test_soup_minimizing_metric_tries_the_lowest_stored_score_first(setup, tiny_
     losses = iter([1.0, 0.5, 2.0])  # trial 0 alone; with 2 (better: kept); with 2 and 1 (worse)
 
     def fake_evaluate(setup, model):
+        from autotl.train import Scored
+
         tried.append(None)
-        return next(losses), np.zeros(len(setup.val))
+        return Scored(next(losses), np.zeros(len(setup.val)))
 
     monkeypatch.setattr(soup_module, "_evaluate", fake_evaluate)
     soup = greedy_soup(setup, tmp_path, 0)
