@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .batching import Encoded, batch_order, collate
+from .batching import Encoded, batch_order, model_inputs
 from .features import weights_fingerprint
 
 log = logging.getLogger("autotl")
@@ -120,10 +120,9 @@ def _compute(model, data: Encoded, depth: int, start: Activations | None, *, pad
     with torch.no_grad():
         for index in batch_order(lengths, 128, None):
             if start is None:
-                ids, mask = collate(data, index, pad_id)
-                ids, mask = ids.to(device), mask.to(device)
+                ids, mask, *types = model_inputs(data, index, pad_id, device)  # types: text pairs only
                 with autocast():
-                    hidden = model.run_layers(model.embed(ids), mask, 0, depth)
+                    hidden = model.run_layers(model.embed(ids, *types), mask, 0, depth)
             else:
                 hidden, mask = start.batch(index)
                 hidden, mask = hidden.to(device), mask.to(device)

@@ -34,10 +34,12 @@ def search(data, **settings) -> SearchResult:
     `data` is a CSV path or a pandas DataFrame with a text and a label column (inferred
     when not named). `settings` are `autotl.config.RunConfig`'s fields, all optional:
 
-    - data: `text_col`, `label_col` ("a,b,c": several 0/1 label columns, multi-label),
+    - data: `text_col` ("a,b": two columns encoded as a text pair; inferred when exactly two
+      columns hold free text), `label_col` ("a,b,c": several 0/1 label columns, multi-label),
       `label_sep` (multi-label sets in one column; "|" is inferred), `val` (a validation CSV
       or DataFrame instead of a `val_frac` split), `test` (scored once, for the final
-      model), `encoding`;
+      model), `unlabeled` (texts without labels, for `tapt` and `self_training`; rows of
+      `data` with an empty label are unlabeled too), `encoding`;
     - what to search: `model`, `strategies`, `disable_plugins`, `standard_head`, `metric`,
       `max_length`, `seed`, `portfolio`;
     - budget: `n_trials`, `timeout` (seconds, the whole search included), `pruner`;
@@ -101,16 +103,20 @@ def prepare(config, *, device: str, budget, progress: bool, test=None, data=None
     from .model import Pooling
     from .objective import trial_setup
     from .plugins import Registry
+    from .strategy import offered
 
     selected = Registry(config.disable_plugins).select(list(config.strategies) if config.strategies else None)
     target = load_data(data or config.data, text_col=config.text_col, label_col=config.label_col,
                        label_sep=config.label_sep, val=config.val, val_frac=config.val_frac, test=test,
-                       seed=config.seed, encoding=config.encoding)
+                       seed=config.seed, encoding=config.encoding, unlabeled=config.unlabeled)
+    selected = offered(selected, target, named=bool(config.strategies))  # e.g. tapt needs unlabeled rows
     balance = None
     if target.task.value == "classification":
         balance = class_counts(target)
         log.info("class balance: %s", describe(balance))
-    if config.metric is None and balance is not None and is_imbalanced(balance):
+    if target.task.value == "multitask":
+        config, chosen_metric = _multitask_config(config, target)
+    elif config.metric is None and balance is not None and is_imbalanced(balance):
         log.info("the rarest class has under %.0f%% of the largest class's rows: choosing by %s, not accuracy "
                  "(pass --metric accuracy to choose by accuracy); a class-weighted loss is searched too",
                  100 * IMBALANCE_RATIO, IMBALANCED_METRIC)
@@ -123,10 +129,16 @@ def prepare(config, *, device: str, budget, progress: bool, test=None, data=None
     config, lengths = _resolve_lengths(config, target, backbones)
     device = resolve_device(device)
     poolings = (Pooling.STANDARD.value,) if config.standard_head else (Pooling.STANDARD.value, Pooling.MEAN.value)
+    if target.task.value == "multitask":  # one head per task: autotl's own mean-pooled heads only
+        poolings = (Pooling.MEAN.value,)
     setups = {b.name: trial_setup(target, b, load_tokenizer(b.path), selected, poolings, chosen_metric,
                                   device=device, seed=config.seed, max_length=config.max_length, budget=budget,
                                   progress=progress, class_weights=weights,
-                                  head_tail=lengths["truncated"] > MANY_TRUNCATED) for b in backbones}
+                                  # TAPT's adapted backbones go to RUN_DIR/tapt (a remote worker's own temp dir)
+                                  work_dir=str(config.run_dir) if config.run_dir.is_dir() else None,
+                                  # pairs are cut longest_first, never head+tail (pairs.py)
+                                  head_tail=lengths["truncated"] > MANY_TRUNCATED and target.text_pair is None)
+              for b in backbones}
     if len(setups) > 1:  # each backbone's setup finds the others' (for_params)
         shared: dict = {}
         shared.update({name: replace(s, backbones=shared, head_tail=s.head_tail and replace(s.head_tail, backbones=shared))
@@ -135,9 +147,28 @@ def prepare(config, *, device: str, budget, progress: bool, test=None, data=None
     setup = setups[backbones[0].name]
     ident = identity(config, fingerprint=target.fingerprint, model=",".join(b.name for b in backbones),
                      metric=chosen_metric.name, strategies=selected, heads=poolings)
-    profile = {"class_balance": balance, "lengths": lengths}
+    profile = {"class_balance": balance, "lengths": lengths,
+               **({"text_pair": list(target.text_pair)} if target.text_pair else {}),
+               **({"unlabeled": {"found": target.unlabeled_found, "used": len(target.unlabeled)}}
+                  if target.unlabeled_found else {})}
     return Prepared(target, backbones[0], load_tokenizer(backbones[0].path), setup, ident, tuple(backbones),
                     config=config, profile=profile)
+
+
+def _multitask_config(config, target):
+    """(config, metric) for several task columns: refuses what a multi-task model cannot do
+    (the pipeline head, an ensemble), leaves out the soup, and builds the combined metric."""
+    from .multitask import task_metric
+
+    if config.standard_head:
+        raise UsageError("--standard-head cannot train several task columns: a multi-task model has one head per "
+                         "task (autotl's own, not a transformers pipeline model); leave out --standard-head")
+    if config.ensemble > 1:
+        raise UsageError("--ensemble is not supported with several task columns (multi-task); leave it out")
+    if config.soup:
+        log.info("several task columns: no weight soup at the end (not supported for multi-task models)")
+        config = replace(config, soup=False)
+    return config, task_metric(target.tasks, config.metric)
 
 
 def _resolve_lengths(config, target, backbones):
@@ -159,8 +190,10 @@ def _resolve_lengths(config, target, backbones):
     log.info("text length in tokens: %s", ln.describe(profile))
     if profile["truncated"] > ln.MANY_TRUNCATED:
         hint = " (pass --max-length auto or a larger value to keep more)" if config.max_length < limit else ""
-        log.info("%.0f%% of the rows are cut at %d tokens: head+tail truncation is searched too%s",
-                 100 * profile["truncated"], config.max_length, hint)
+        how = ("each pair loses tokens from the end of its longer text (head+tail is not searched for text pairs)"
+               if target.text_pair else "head+tail truncation is searched too")
+        log.info("%.0f%% of the rows are cut at %d tokens: %s%s", 100 * profile["truncated"], config.max_length,
+                 how, hint)
     return config, profile
 
 
@@ -251,16 +284,19 @@ def predict(run, data, *, text_col: str | None = None, encoding: str = "utf-8",
     """Labels (and class probabilities) for the rows of `data` (a CSV or JSON lines path,
     "-" for standard input, or a DataFrame) with a search's best model.
 
-    Returns a DataFrame: the text column, ``prediction`` and, for classification, one
+    Returns a DataFrame: the text column (a text pair's two), ``prediction`` and, for classification, one
     ``prob_<label>`` column per class. Multi-label: ``prediction`` is the label set joined by
     the training data's separator ("|" by default; "" for none) and ``prob_<label>`` each
-    label's own probability. One row per input row, in order. `onnx`: run
+    label's own probability. Multi-task (several task columns): one column per task, named as
+    the task, and ``prob_<task>_<label>`` for each class of a classification task. One row per
+    input row, in order. `onnx`: run
     RUN_DIR/best/model.onnx (written by `autotl export RUN_DIR --onnx`) in onnxruntime on
     the CPU instead of PyTorch; the same columns.
     """
     import numpy as np
     import pandas as pd
 
+    from . import pairs
     from .batching import encode, truncation_of
     from .data import read_texts
     from .inputs import predict_input
@@ -275,13 +311,17 @@ def predict(run, data, *, text_col: str | None = None, encoding: str = "utf-8",
         device = resolve_device(device)
         model, tokenizer, info = load(run, device)
     data, name = predict_input(data, encoding)  # after load: a bad RUN_DIR is reported before stdin is read
-    column, texts = read_texts(data, text_col or info["data"]["text_col"], encoding=encoding, name=name,
-                               hint="" if text_col else " (the model was trained on it); pass --text-col NAME "
-                                                        "to predict on another column")
+    column, texts = read_texts(data, text_col or pairs.trained_columns(info["data"]), encoding=encoding, name=name,
+                               hint="" if text_col else pairs.missing_hint(info["data"]))
+    pairs.check_columns(column, info["data"])
     encoded = encode(tokenizer, texts, np.zeros(len(texts)), info["max_length"], key="predict",
                      truncation=truncation_of(info))
     outputs = infer(model, encoded, pad_id=tokenizer.pad_token_id or 0, device=device, batch_size=batch_size)
-    frame = pd.DataFrame({column: texts})
+    frame = pd.DataFrame(pairs.frame_columns(column, texts))
+    if info["data"]["task"] == "multitask":  # each task's column (and its class probabilities)
+        from .multitask import prediction_columns
+
+        return frame.assign(**prediction_columns(outputs, info["data"]["tasks"]))
     if info["data"]["task"] == "regression":
         frame["prediction"] = outputs[:, 0]
         return frame

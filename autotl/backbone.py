@@ -184,3 +184,21 @@ def load_pretrained(path: str, *, standard_head: bool, **config_overrides):
     refuse_remote_code(path)
     cls = AutoModelForSequenceClassification if standard_head else AutoModel
     return _load("model", path, cls.from_pretrained, path, trust_remote_code=False, **config_overrides)
+
+
+def load_masked_lm(path: str):
+    """The backbone with a masked-language-model head, for task-adaptive pretraining (tapt.py).
+
+    A checkpoint saved without that head (all-MiniLM-L6-v2 is a bare BertModel) gets a freshly
+    initialized one: fine, as only the encoder is kept afterwards; the head's first steps
+    mostly train the head itself (and the adapted backbone's warmup keeps them gentle)."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    quiet_transformers()
+    refuse_remote_code(path)
+    config = _load("model", path, AutoConfig.from_pretrained, path, trust_remote_code=False)
+    if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        raise ModelError(f"model '{path}' ({config.model_type}) has no masked-language-model form in transformers; "
+                         "task-adaptive pretraining (tapt) needs an encoder such as a BERT-style model")
+    return _load("masked-LM model", path, AutoModelForMaskedLM.from_pretrained, path, trust_remote_code=False)

@@ -15,9 +15,17 @@ class Encoded:
     ids: tuple[tuple[int, ...], ...]  # one token-id sequence per row, truncated to max_length
     targets: np.ndarray  # int64 class ids or float32 values, aligned with ids
     key: str  # identifies the rows and tokenization, for the feature cache
+    # Text pairs: each row's token type ids (segment 0, then 1), aligned with ids; None for
+    # single texts, whose segment is all 0: the model's default, so none are passed
+    types: tuple[tuple[int, ...], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def take(self, index, key: str) -> "Encoded":
+        """The rows `index`, in that order, under the cache key `key`."""
+        types = None if self.types is None else tuple(self.types[i] for i in index)
+        return Encoded(tuple(self.ids[i] for i in index), self.targets[index], key, types)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -26,7 +34,16 @@ class Encoded:
 
 def encode(tokenizer, texts, targets, max_length: int, key: str, truncation: str = "head") -> Encoded:
     """Token ids for `texts`, truncated to `max_length` (special tokens included): their
-    beginning ("head"), or their beginning and end ("head_tail", lengths.head_tail_ids)."""
+    beginning ("head"), or their beginning and end ("head_tail", lengths.head_tail_ids).
+    Text pairs ((first, second) tuples) get the tokenizer's pair encoding, cut longest_first."""
+    from . import pairs
+
+    if pairs.is_pairs(texts):
+        if truncation != "head":
+            raise ValueError(f"text pairs are cut {pairs.TRUNCATION}; truncation '{truncation}' is for single texts")
+        ids, types = pairs.encode(tokenizer, texts, max_length)
+        return Encoded(tuple(tuple(x) for x in ids), np.asarray(targets), key,
+                       None if types is None else tuple(tuple(x) for x in types))
     if truncation == "head_tail":
         from .lengths import head_tail_ids
 
@@ -45,8 +62,11 @@ def truncation_of(info: dict) -> str:
 
 def concat(first: Encoded, second: Encoded) -> Encoded:
     """The rows of both, in order (a refit's train + validation rows)."""
+    if (first.types is None) != (second.types is None):
+        raise ValueError("cannot concatenate text-pair rows with single-text rows")
+    types = None if first.types is None else first.types + second.types
     return Encoded(first.ids + second.ids, np.concatenate([first.targets, second.targets]),
-                   f"{first.key}+{second.key}")
+                   f"{first.key}+{second.key}", types)
 
 
 def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
@@ -78,6 +98,21 @@ def collate(data: Encoded, index: np.ndarray, pad_id: int) -> tuple[torch.Tensor
         ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, :len(r)] = 1
     return ids, mask
+
+
+def model_inputs(data: Encoded, index: np.ndarray, pad_id: int, device=None) -> tuple[torch.Tensor, ...]:
+    """What the model is called with for the rows in `index`: (input_ids, attention_mask) as
+    `collate` pads them, and for text pairs their token_type_ids (padded with 0), on `device`
+    when given. Single texts get no token_type_ids, so any model taking (ids, mask) serves them."""
+    ids, mask = collate(data, index, pad_id)
+    inputs = [ids, mask]
+    if data.types is not None:
+        types = torch.zeros_like(ids)
+        for i, row in enumerate(index):
+            segment = data.types[row]
+            types[i, :len(segment)] = torch.tensor(segment, dtype=torch.long)
+        inputs.append(types)
+    return tuple(t.to(device) for t in inputs) if device is not None else tuple(inputs)
 
 
 def in_row_order(data: Encoded, batch_size: int, outputs_of) -> np.ndarray:

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Search transfer strategies and their hyperparameters with Optuna; "
                                    "print a leaderboard and write RUN_DIR/best (a Hugging Face model directory).")
     s.add_argument("data", help="CSV with a text column and a label column")
-    s.add_argument("--text-col", help="text column (default: inferred)")
+    s.add_argument("--text-col", help="text column, or two comma-separated (a,b) encoded as a text pair "
+                   "(default: inferred; a pair when exactly two columns hold free text)")
     s.add_argument("--label-col", help="label column (default: inferred); several 0/1 columns, comma-separated "
                    "(a,b,c), make it multi-label")
     s.add_argument("--label-sep", metavar="SEP", help="multi-label: the label column holds label sets joined by SEP "
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--val-frac", type=float, help=f"stratified validation fraction (default {_default('val_frac')})")
     split.add_argument("--val", metavar="V.csv", help="validation CSV instead of a split")
     s.add_argument("--test", metavar="T.csv", help="test CSV, scored once for the final model only")
+    s.add_argument("--unlabeled", metavar="U.csv", help="CSV of texts without labels (the same text column; a label "
+                   "column is ignored) for the strategies that learn from them (tapt, self_training); rows of DATA "
+                   "with an empty label are unlabeled rows too")
     s.add_argument("--out", metavar="RUN_DIR", help="run directory (default autotl-runs/<csv name>); "
                    "re-running with the same one resumes")
     s.add_argument("--storage", metavar="URL", help="Optuna storage URL or journal file (default: the "
@@ -160,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR", help="the --out directory of a search (or its best/)")
     p.add_argument("data", help="CSV or JSON lines (.jsonl) with a text column; - reads either from standard input")
     p.add_argument("-o", "--output", metavar="PREDS.csv", help="write here (default: standard output)")
-    p.add_argument("--text-col", help="text column (default: the one used in training, else inferred)")
+    p.add_argument("--text-col", help="text column, or a text pair's two (a,b) (default: the one(s) used in training)")
     p.add_argument("--device", default="auto")
     p.add_argument("--encoding", default="utf-8")
     p.add_argument("--onnx", action="store_true", help="run best/model.onnx with onnxruntime on the CPU "

@@ -40,6 +40,9 @@ class RunConfig:
     val: str | None = None  # validation CSV's absolute path; None: a stratified split of `data`
     val_frac: float = 0.2  # share of `data` held out for validation when `val` is None
     test: str | None = None  # test CSV, scored once for the final model (never recorded)
+    # CSV of texts without labels (the training data's text column; any label ignored), for the
+    # strategies that learn from them; rows of `data` with an empty label are unlabeled too
+    unlabeled: str | None = None
     encoding: str = "utf-8"
     # backbone(s): bundled names, local directories or hub ids, comma-separated; "auto": every
     # bundled backbone installed (expanded when built, so workers load the same list)
@@ -102,6 +105,7 @@ class RunConfig:
             "out": str(run_dir),
             "val": None if config.val is None else str(Path(config.val).resolve()),
             "test": None if config.test is None else str(Path(config.test).resolve()),
+            "unlabeled": None if config.unlabeled is None else str(Path(config.unlabeled).resolve()),
             "portfolio": None if config.portfolio is None else str(Path(config.portfolio).resolve()),
             "artifacts": str(Path(config.artifacts).resolve() if config.artifacts else run_dir / "artifacts"),
             "strategies": None if config.strategies is None else tuple(config.strategies),
@@ -161,7 +165,7 @@ class RunConfig:
             raise UsageError(f"trials_per_device must be >= 1, got {self.trials_per_device}")
         if self.pruner not in PRUNERS:
             raise UsageError(one_of("pruner", self.pruner, PRUNERS))
-        for name in ("val", "test"):
+        for name in ("val", "test", "unlabeled"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise UsageError(f"{name} must be a CSV path or a pandas DataFrame, got {type(value).__name__}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autotl import multilabel as ml
+from autotl import pairs
 from autotl.errors import DataError, UsageError, did_you_mean
 
 from .csvread import _NUM, Columns, check_field_sizes
@@ -25,6 +26,11 @@ TEXT_NAMES = ("text", "sentence", "review", "content", "body", "document", "mess
 LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "sentiment", "intent",
                "score", "rating", "valence")
 MIN_TRAIN_ROWS = 4
+# Unlabeled rows kept at most (a seeded random sample of them). What uses them is linear in
+# their number and repeated: self-training pseudo-labels all of them in every trial, and the
+# longest masked-LM setting (tapt: 1000 steps x 32 rows) reads 32,000 rows, so more than
+# this costs every trial time and adds little.
+MAX_UNLABELED = 20_000
 _INT = re.compile(r"[+-]?\d{1,4000}")  # int() refuses longer digit strings (Python's 4300-digit cap)
 _NAN = re.compile(r"[+-]?nan", re.IGNORECASE)  # str(float("nan")); as missing as a blank cell
 _INF = re.compile(r"[+-]?inf(?:inity)?", re.IGNORECASE)
@@ -37,13 +43,15 @@ class Task(str, enum.Enum):
     CLASSIFICATION = "classification"  # string or integer labels -> cross-entropy
     REGRESSION = "regression"  # float labels -> mean squared error
     MULTILABEL = "multilabel"  # label sets (delimited, or several 0/1 columns) -> sigmoid + BCE
+    MULTITASK = "multitask"  # several label columns, not all 0/1: one head per column (multitask.py)
 
 
 @dataclass(frozen=True)
 class Split:
     """One slice of the data, ready for tokenization."""
 
-    texts: tuple[str, ...]  # the text column, as read
+    # the text column, as read; for a text pair, (first, second) tuples (pairs.py)
+    texts: tuple[str, ...] | tuple[tuple[str, str], ...]
     # int64 class ids (index into label_names), float32 values, or (multi-label) an int64
     # rows x labels 0/1 matrix
     targets: np.ndarray
@@ -54,23 +62,34 @@ class TargetData:
     """The target task: what the search trains on, validates on and (once) tests on."""
 
     task: Task
-    text_col: str  # name of the text column in the source
+    text_col: str  # name of the text column in the source ("a,b": a text pair, see text_pair)
     label_col: str  # name of the label column in the source ("a,b,c": several 0/1 columns)
     label_names: tuple[str, ...]  # class (or label) names, index = class id (target column); () for regression
     train: Split
     val: Split
     test: Split | None  # scored once, for the final model; never seen by the search
     source: str  # path of the CSV, or "<DataFrame>"
-    # sha256 over the train and validation rows (texts and targets): what trials learn from
-    # and are scored on, so a worker (which never reads the test set) computes the same
+    # sha256 over the train and validation rows (texts and targets) and the unlabeled texts:
+    # what trials learn from and are scored on, so a worker (which never reads the test set)
+    # computes the same
     fingerprint: str
     dropped_rows: int = 0  # rows dropped for missing text or label (all files together)
     # multi-label: how a label set is written in one cell (read with it, predicted joined by it)
     label_sep: str | None = None
+    # the two columns encoded together as a text pair (pairs.py); None for one text column
+    text_pair: tuple[str, str] | None = None
+    # texts of rows without a label (an empty label cell in `data`, every row of the `unlabeled`
+    # file), for the strategies that learn from them (tapt, self_training); at most MAX_UNLABELED
+    unlabeled: tuple = ()
+    unlabeled_found: int = 0  # rows without a label found, before the MAX_UNLABELED cap
+    # multi-task: one multitask.TaskSpec per label column (targets: rows x tasks); () otherwise
+    tasks: tuple = ()
 
     @property
     def num_outputs(self) -> int:
-        """Width of the model's output layer."""
+        """Width of the model's output layer (multi-task: every task head's outputs together)."""
+        if self.tasks:
+            return sum(t.width for t in self.tasks)
         return 1 if self.task is Task.REGRESSION else len(self.label_names)
 
     def schema(self) -> dict:
@@ -82,27 +101,43 @@ class TargetData:
                   "source": self.source, "fingerprint": self.fingerprint}
         if self.task is Task.MULTILABEL:
             schema["label_sep"] = self.label_sep
+        if self.text_pair is not None:  # absent for one text column: autotl.json as before pairs
+            schema["text_pair"] = list(self.text_pair)
+        if self.tasks:  # predict reads each task's kind and classes from here
+            schema["tasks"] = [t.as_json() for t in self.tasks]
         return schema
 
 
 def load_data(data, *, text_col=None, label_col=None, label_sep=None, val=None, val_frac=0.2, test=None,
-              seed=0, encoding="utf-8") -> TargetData:
+              seed=0, encoding="utf-8", unlabeled=None) -> TargetData:
     """Read `data` (CSV path or DataFrame), infer columns and task, and split off validation.
 
     Multi-label data is a label column of sets joined by `label_sep` (inferred as "|" when
     more than half its rows hold one), or `label_col` "a,b,c" naming several 0/1 columns.
     `val` and `test` (path or DataFrame, same columns) replace the random validation split
-    and add a held-out test set. Raises DataError for unusable data, UsageError for bad
-    arguments; logs what was inferred.
+    and add a held-out test set. Rows of `data` with a text but an empty label, and every
+    text of `unlabeled` (path or DataFrame with the same text column; a label column is
+    ignored), become `TargetData.unlabeled`. Several label columns of which some value is not 0/1
+    are the tasks of a multi-task target (multitask.py). Raises DataError for unusable data, UsageError
+    for bad arguments; logs what was inferred.
     """
     if not 0 < val_frac < 1:
         raise UsageError(f"val_frac must satisfy 0 < val_frac < 1, got {val_frac}")
     text_col, label_col = _as_name(text_col), _as_name(label_col)
     listed = tuple(n.strip() for n in label_col.split(",")) if label_col else ()
-    cols, name = _read(data, encoding, "<DataFrame>", named=(text_col, label_col, *listed))
+    paired = tuple(n.strip() for n in text_col.split(",")) if text_col else ()  # a text pair "a,b"
+    cols, name = _read(data, encoding, "<DataFrame>", named=(text_col, label_col, *listed, *paired))
     label_cols = ml.listed_columns(label_col, cols)
-    tcol, lcol = _label_source(cols, name, text_col, label_col, label_cols, label_sep)
-    texts, labels, dropped = _usable(cols, name, tcol, lcol)
+    if label_cols:
+        from . import multitask  # imports torch: only for several label columns
+
+        if multitask.several_tasks(cols, label_cols, name):
+            return multitask.load(cols, name, label_cols, text_col=text_col, label_sep=label_sep, val=val,
+                                  val_frac=val_frac, test=test, seed=seed, encoding=encoding, unlabeled=unlabeled)
+    tcols, lcol = _label_source(cols, name, text_col, label_col, label_cols, label_sep)
+    tcol = pairs.texts_column(cols, tcols)
+    without_label: list = []
+    texts, labels, dropped = _usable(cols, name, tcol, lcol, unlabeled=without_label)
     sep = None if label_cols else ml.separator(labels, label_sep, f"label column '{lcol}' in {name}")
     if label_cols or sep is not None:
         task = Task.MULTILABEL
@@ -126,58 +161,70 @@ def load_data(data, *, text_col=None, label_col=None, label_sep=None, val=None, 
                             f"needed; add rows, lower val_frac, or pass --val VAL.csv")
     else:
         train = _take(texts, targets, np.arange(len(texts)))
-        val_split, n = _extra(val, "<val DataFrame>", encoding, tcol, lcol, task, label_names, label_cols, sep)
+        val_split, n = _extra(val, "<val DataFrame>", encoding, tcols, lcol, task, label_names, label_cols, sep)
         dropped += n
     test_split = None
     if test is not None:
-        test_split, n = _extra(test, "<test DataFrame>", encoding, tcol, lcol, task, label_names, label_cols, sep)
+        test_split, n = _extra(test, "<test DataFrame>", encoding, tcols, lcol, task, label_names, label_cols, sep)
         dropped += n
-    _log_summary(name, tcol, lcol, text_col is None, label_col is None, task, label_names,
-                 train, val_split, test_split, ml.source_note(label_cols, sep, label_sep))
+    if unlabeled is not None:
+        without_label += _unlabeled_file(unlabeled, encoding, tcols)
+    kept = _capped(without_label, seed)
+    _log_summary(name, tcols, lcol, text_col is None, label_col is None, task, label_names,
+                 train, val_split, test_split, ml.source_note(label_cols, sep, label_sep),
+                 unlabeled=(len(without_label), len(kept)))
     return TargetData(task=task, text_col=tcol, label_col=lcol, label_names=label_names,
                       train=train, val=val_split, test=test_split, source=name,
-                      fingerprint=_fingerprint(task, label_names, train, val_split),
-                      dropped_rows=dropped, label_sep=sep)
+                      fingerprint=_fingerprint(task, label_names, train, val_split, unlabeled=kept),
+                      dropped_rows=dropped, label_sep=sep, text_pair=tcols if len(tcols) == 2 else None,
+                      unlabeled=kept, unlabeled_found=len(without_label))
 
 
-def read_texts(data, text_col: str | None = None, encoding: str = "utf-8", hint: str = "",
-               name: str = "<DataFrame>") -> tuple[str, list[str]]:
-    """For predict: (column used, texts) from a CSV path or DataFrame.
+def read_texts(data, text_col: str | tuple[str, str] | None = None, encoding: str = "utf-8", hint: str = "",
+               name: str = "<DataFrame>") -> tuple[str | tuple[str, str], list]:
+    """For predict: (column used, texts) from a CSV path or DataFrame; for a text pair
+    (`text_col` "a,b", or the two names as a tuple): ((a, b), (first, second) tuples).
 
     Keeps every row (missing texts become "") so predictions line up with the input.
     `hint` is added to the error when `text_col` is missing; `name` names a DataFrame in errors.
     """
-    text_col = _as_name(text_col)
-    cols, name = _read(data, encoding, name, named=(text_col,))
-    if text_col is not None:
-        _need(cols, name, text_col, hint)
-    col = text_col if text_col is not None else _infer_text(cols, exclude=None)
-    check_field_sizes(cols, name, (col,))
-    return col, [v if v is not None else "" for v in cols[col]]
+    pair = tuple(str(c) for c in text_col) if isinstance(text_col, (tuple, list)) else None
+    text_col = None if pair else _as_name(text_col)
+    cols, name = _read(data, encoding, name, named=pair or (text_col, *(text_col.split(",") if text_col else ())))
+    columns = pair or (pairs.parse(text_col, cols) if text_col is not None else None)
+    for col in columns or ():
+        _need(cols, name, col, hint)
+    columns = columns or (_infer_text(cols, exclude=None),)
+    check_field_sizes(cols, name, columns)
+    texts = [[v if v is not None else "" for v in cols[col]] for col in columns]
+    if len(columns) == 2:
+        return columns, list(zip(*texts))
+    return columns[0], texts[0]
 
 
 def _label_source(cols: Columns, name: str, text_col, label_col, label_cols: tuple[str, ...],
-                  label_sep) -> tuple[str, str]:
-    """(text column, label column); several 0/1 label columns become one column of label-name
-    tuples (None where a cell is missing), named "a,b,c"."""
+                  label_sep) -> tuple[tuple[str, ...], str]:
+    """(text column, or the two of a text pair; label column); several 0/1 label columns become
+    one column of label-name tuples (None where a cell is missing), named "a,b,c"."""
     if not label_cols:
-        tcol, lcol = _pick_columns(cols, name, text_col, label_col)
-        check_field_sizes(cols, name, (tcol, lcol))
+        tcols, lcol = _pick_columns(cols, name, text_col, label_col)
+        check_field_sizes(cols, name, (*tcols, lcol))
         cols[lcol] = _nan_as_missing(cols[lcol])
-        return tcol, lcol
+        return tcols, lcol
     if label_sep is not None:
         raise UsageError(f"label_sep is for one column of label sets, but label_col '{label_col}' names several "
                          "0/1 columns; leave out --label-sep")
     ml.check_columns(label_cols, cols, name)
-    if text_col is not None:
-        _need(cols, name, text_col)
-        if text_col in label_cols:
-            raise UsageError(f"text_col and label_col must differ, got '{text_col}' in both")
-    tcol = text_col if text_col is not None else _infer_text(cols, exclude=label_cols)
-    check_field_sizes(cols, name, (tcol, *label_cols))
+    tcols = pairs.parse(text_col, cols) if text_col is not None else ()
+    for col in tcols:
+        _need(cols, name, col)
+        if col in label_cols:
+            raise UsageError(f"text_col and label_col must differ, got '{col}' in both")
+    tcols = tcols or _infer_texts(cols, exclude=label_cols)
+    check_field_sizes(cols, name, (*tcols, *label_cols))
     lcol = ",".join(label_cols)
     cols[lcol] = ml.sets_from_columns(cols, label_cols, name)
-    return tcol, lcol
+    return tcols, lcol
 
 
 def _as_name(col) -> str | None:
@@ -193,10 +240,11 @@ def _need(cols: Columns, name: str, col: str, hint: str = "") -> None:
                         f"columns: {', '.join(cols)}")
 
 
-def _pick_columns(cols: Columns, name: str, text_col, label_col) -> tuple[str, str]:
-    if text_col is not None and text_col == label_col:
-        raise UsageError(f"text_col and label_col must differ, got '{text_col}' for both")
-    for col in (text_col, label_col):
+def _pick_columns(cols: Columns, name: str, text_col, label_col) -> tuple[tuple[str, ...], str]:
+    tcols = pairs.parse(text_col, cols) if text_col is not None else ()
+    if label_col is not None and label_col in tcols:
+        raise UsageError(f"text_col and label_col must differ, got '{label_col}' for both")
+    for col in (*tcols, label_col):
         if col is not None:
             _need(cols, name, col)
     if len(cols) < 2:
@@ -205,16 +253,28 @@ def _pick_columns(cols: Columns, name: str, text_col, label_col) -> tuple[str, s
             if any(d in only for d in "\t;|") else ""
         raise DataError(f"{name} has {len(cols)} column{'s' * (len(cols) != 1)} ({only}); "
                         f"a text column and a label column are needed{hint}")
-    if text_col is None:
-        text_col = _infer_text(cols, exclude=label_col)
+    if not tcols:
+        tcols = _infer_texts(cols, exclude=label_col)
     if label_col is None:
-        label_col = _infer_label(cols, exclude=text_col)
-    return text_col, label_col
+        if len(cols) == len(tcols):
+            raise DataError(f"{name} has only the text pair's columns ({', '.join(tcols)}); a label column "
+                            f"is needed too")
+        label_col = _infer_label(cols, exclude=tcols)
+    return tcols, label_col
 
 
 def _by_name(names: list[str], preferred: tuple[str, ...]) -> str | None:
     lower = {c.lower(): c for c in reversed(names)}  # reversed: the first in file order wins
     return next((lower[p] for p in preferred if p in lower), None)
+
+
+def _infer_texts(cols: Columns, exclude: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """A text pair when exactly two columns hold free text (pairs.free_text_columns), else the
+    one text column. A label column (the named one, else one found by its name) is no text."""
+    skip = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
+    label = _by_name([c for c in cols if c not in skip], LABEL_NAMES) if not skip else None
+    free = pairs.free_text_columns({c: v for c, v in cols.items() if c not in (*skip, label)})
+    return tuple(free) if len(free) == 2 else (_infer_text(cols, exclude),)
 
 
 def _infer_text(cols: Columns, exclude: str | tuple[str, ...] | None) -> str:
@@ -231,21 +291,26 @@ def _present(values: list) -> list[str]:
     return [v for v in values if v is not None]
 
 
-def _infer_label(cols: Columns, exclude: str) -> str:
-    names = [c for c in cols if c != exclude]
+def _infer_label(cols: Columns, exclude: tuple[str, ...]) -> str:
+    names = [c for c in cols if c not in exclude]
     distinct = {c: len({v.strip() for v in _present(cols[c])}) for c in names}
     # a column with fewer than 2 values cannot be a useful label; prefer any other
     return _by_name(names, LABEL_NAMES) or min(names, key=lambda c: (distinct[c] < 2, distinct[c]))
 
 
-def _usable(cols: Columns, name: str, tcol: str, lcol: str) -> tuple[list[str], list[str], int]:
-    """Texts and stripped labels of rows that have both; warns once about the rest."""
+def _usable(cols: Columns, name: str, tcol: str, lcol: str,
+            unlabeled: list | None = None) -> tuple[list[str], list[str], int]:
+    """Texts and stripped labels of rows that have both; warns once about the rest. Given an
+    `unlabeled` list, the texts of rows without a label go there instead of being dropped."""
     pairs = [(t, lab.strip() if isinstance(lab, str) else lab) for t, lab in zip(cols[tcol], cols[lcol])
              if t is not None and lab is not None]
-    dropped = len(cols[tcol]) - len(pairs)
+    without_label = [t for t, lab in zip(cols[tcol], cols[lcol]) if t is not None and lab is None]
+    if unlabeled is not None:
+        unlabeled += without_label
+    dropped = len(cols[tcol]) - len(pairs) - (len(without_label) if unlabeled is not None else 0)
     if dropped:
-        log.warning("%s: dropped %d of %d rows with missing text or label",
-                    name, dropped, len(cols[tcol]))
+        log.warning("%s: dropped %d of %d rows with missing text%s",
+                    name, dropped, len(cols[tcol]), "" if unlabeled is not None else " or label")
     return [t for t, _ in pairs], [lab for _, lab in pairs], dropped
 
 
@@ -351,15 +416,15 @@ def _take(texts: list[str], targets: np.ndarray, idx: np.ndarray) -> Split:
     return Split(texts=tuple(texts[i] for i in idx), targets=targets[idx])
 
 
-def _extra(data, frame_name: str, encoding: str, tcol: str, lcol: str, task: Task,
+def _extra(data, frame_name: str, encoding: str, tcols: tuple[str, ...], lcol: str, task: Task,
            label_names: tuple[str, ...], label_cols: tuple[str, ...] = (),
            sep: str | None = None) -> tuple[Split, int]:
     """A separate validation or test set, read with the training data's columns and classes."""
-    cols, name = _read(data, encoding, frame_name, named=(tcol, lcol, *label_cols))
-    _need(cols, name, tcol)
-    for col in label_cols or (lcol,):
+    cols, name = _read(data, encoding, frame_name, named=(*tcols, lcol, *label_cols))
+    for col in (*tcols, *(label_cols or (lcol,))):
         _need(cols, name, col)
-    check_field_sizes(cols, name, (tcol, *(label_cols or (lcol,))))
+    check_field_sizes(cols, name, (*tcols, *(label_cols or (lcol,))))
+    tcol = pairs.texts_column(cols, tcols)
     cols[lcol] = ml.sets_from_columns(cols, label_cols, name) if label_cols else _nan_as_missing(cols[lcol])
     texts, labels, dropped = _usable(cols, name, tcol, lcol)
     if not texts:
@@ -371,16 +436,40 @@ def _extra(data, frame_name: str, encoding: str, tcol: str, lcol: str, task: Tas
     return Split(tuple(texts), _encode(labels, task, label_names, name)), dropped
 
 
-def _fingerprint(task: Task, label_names: tuple[str, ...], *splits: Split | None) -> str:
+def _fingerprint(task: Task, label_names: tuple[str, ...], *splits: Split | None, unlabeled=()) -> str:
     h = hashlib.sha256(json.dumps([task.value, list(label_names)]).encode())
     for s in splits:
         payload = None if s is None else [list(s.texts), s.targets.tolist()]
         h.update(json.dumps(payload).encode())
+    if unlabeled:  # only when there are some: labelled-only data keeps its fingerprint
+        h.update(json.dumps(["unlabeled", list(unlabeled)]).encode())
     return h.hexdigest()
 
 
-def _log_summary(name, tcol, lcol, text_inferred, label_inferred, task, label_names,
-                 train, val, test, sets_note: str = "") -> None:
+def _unlabeled_file(data, encoding: str, tcols: tuple[str, ...]) -> list:
+    """Every text of the unlabeled rows' file, read from the training data's text column(s)."""
+    cols, name = _read(data, encoding, "<unlabeled DataFrame>", named=tcols)
+    for col in tcols:
+        _need(cols, name, col, " (unlabeled rows need the training data's text column)")
+    check_field_sizes(cols, name, tcols)
+    texts = [t for t in cols[pairs.texts_column(cols, tcols)] if t is not None]
+    if not texts:
+        raise DataError(f"{name} has no texts in column '{','.join(tcols)}'; fill it in, or leave out --unlabeled")
+    return texts
+
+
+def _capped(texts: list, seed: int) -> tuple:
+    """At most MAX_UNLABELED of `texts`: a seeded random sample, in their order."""
+    if len(texts) <= MAX_UNLABELED:
+        return tuple(texts)
+    keep = np.sort(np.random.default_rng(seed).choice(len(texts), MAX_UNLABELED, replace=False))
+    log.info("%d unlabeled rows: a random %d of them are used (at most %d: self-training pseudo-labels every "
+             "one in each trial)", len(texts), MAX_UNLABELED, MAX_UNLABELED)
+    return tuple(texts[i] for i in keep)
+
+
+def _log_summary(name, tcols, lcol, text_inferred, label_inferred, task, label_names,
+                 train, val, test, sets_note: str = "", unlabeled: tuple[int, int] = (0, 0)) -> None:
     shown = ", ".join(label_names[:8]) + (f", ... (+{len(label_names) - 8} more)"
                                           if len(label_names) > 8 else "")
     if task is Task.CLASSIFICATION:
@@ -394,6 +483,7 @@ def _log_summary(name, tcol, lcol, text_inferred, label_inferred, task, label_na
     n_test = 0 if test is None else len(test.texts)
     rows = f"{len(train.texts) + len(val.texts) + n_test} rows ({len(train.texts)} train, " \
         f"{len(val.texts)} val" + (f", {n_test} test)" if test is not None else ")")
-    log.info("%s: text column '%s'%s, label column '%s'%s; %s; %s",
-             name, tcol, " (inferred)" * text_inferred, lcol, " (inferred)" * label_inferred,
-             kind, rows)
+    if unlabeled[0]:  # (found, used)
+        rows += f"; {unlabeled[0]} unlabeled rows found, {unlabeled[1]} used"
+    log.info("%s: %s, label column '%s'%s; %s; %s",
+             name, pairs.describe(tcols, text_inferred), lcol, " (inferred)" * label_inferred, kind, rows)

@@ -100,7 +100,7 @@ def fold_rows(train: Encoded, val: Encoded, fold: int, seed: int, regression: bo
 
 
 def _take(data: Encoded, index: np.ndarray, tag: str) -> Encoded:
-    return Encoded(tuple(data.ids[i] for i in index), data.targets[index], f"{data.key}:{tag}")
+    return data.take(index, f"{data.key}:{tag}")
 
 
 def decide(study, setup, *, budget=None, max_rounds: int = 2, refit_seconds: float = 0.0) -> Decision | None:

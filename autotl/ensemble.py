@@ -49,7 +49,7 @@ def _log_mean_sigmoid(outputs: torch.Tensor) -> torch.Tensor:
 
 
 class EnsembleModel(nn.Module):
-    """Member models called with (input_ids, attention_mask); their outputs averaged."""
+    """Member models called with (input_ids, attention_mask[, token_type_ids]); their outputs averaged."""
 
     def __init__(self, members: Sequence[nn.Module], *, regression: bool, multilabel: bool = False):
         super().__init__()
@@ -59,8 +59,9 @@ class EnsembleModel(nn.Module):
         self.regression = regression
         self.multilabel = multilabel
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return combine(torch.stack([m(input_ids, attention_mask).float() for m in self.members]),
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *token_type_ids) -> torch.Tensor:
+        # token_type_ids: text pairs only (batching.model_inputs); passed on as given
+        return combine(torch.stack([m(input_ids, attention_mask, *token_type_ids).float() for m in self.members]),
                        self.regression, self.multilabel)
 
 

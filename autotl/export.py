@@ -26,6 +26,7 @@ from .model import MeanPoolHead, Pooling, TransferModel
 log = logging.getLogger("autotl")
 INFO = "autotl.json"
 HEAD_WEIGHTS = "autotl_head.safetensors"  # the mean-pooled head (not a transformers module)
+MULTITASK_HEAD_KEY = "heads.0.weight"  # in HEAD_WEIGHTS: a multi-task head (multitask.py), one linear per task
 FILES = "files"  # autotl.json's manifest: file name -> size in bytes, as written
 # What crashed writers leave in RUN_DIR: save_best's, artifacts.export_best's, save_ensemble's
 # temporary directories of save_best, export, the ensemble, and artifact uploads (in the store)
@@ -71,7 +72,8 @@ def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max
         write_model(model, tokenizer, tmp, max_length=max_length)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         info = {**info, "head": {"pooling": model.pooling.value,
-                                 "pipeline_compatible": model.pooling is Pooling.STANDARD},
+                                 "pipeline_compatible": model.pooling is Pooling.STANDARD,
+                                 **_multitask_note(model)},
                 "max_length": max_length, "versions": versions(),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), FILES: files}
         (tmp / INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
@@ -84,6 +86,14 @@ def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max
             return swap_in(run_dir, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone once swapped in; a refused or failed write's
+
+
+def _multitask_note(model: TransferModel) -> dict:
+    """What autotl.json says of a multi-task head (nothing for any other head)."""
+    if model.pooling is not Pooling.MEAN or not hasattr(model.head_, "log_vars"):
+        return {}
+    return {"multitask": True, "note": "one linear head per task on mean-pooled features "
+            "(autotl_head.safetensors); load with autotl.load or autotl predict, not a transformers pipeline"}
 
 
 def write_card_safely(folder: Path, info: dict, leaderboard: list[dict] | None = None) -> None:
@@ -348,8 +358,13 @@ def load_model(path, device: str = "cpu") -> tuple[TransferModel, object, dict]:
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None  # not saved (mean pooling never used it): freshly initialized
         state = load_file(str(best / HEAD_WEIGHTS))
-        head = MeanPoolHead(state["classifier.weight"].shape[1], state["classifier.weight"].shape[0], 0.0)
-        head.load_state_dict(state)
+        if MULTITASK_HEAD_KEY in state:  # one head per task (multitask.py)
+            from .multitask import head_from_state
+
+            head = head_from_state(state)
+        else:
+            head = MeanPoolHead(state["classifier.weight"].shape[1], state["classifier.weight"].shape[0], 0.0)
+            head.load_state_dict(state)
         model = TransferModel(Pooling.MEAN, encoder=encoder, head=head)
     return model.to(device).eval(), tokenizer, info
 

@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .batching import Encoded, collate, in_row_order
+from .batching import Encoded, in_row_order, model_inputs
 
 log = logging.getLogger("autotl")
 _MAX_ENTRIES = 8  # (encoder, pooling, split) entries kept; each is rows x hidden floats
@@ -62,9 +62,9 @@ def compute_features(model, data: Encoded, *, pad_id: int, device, autocast) -> 
     model.eval()
 
     def features_of(index):
-        ids, mask = collate(data, index, pad_id)
+        inputs = model_inputs(data, index, pad_id, device)
         with autocast():
-            return model.features(ids.to(device), mask.to(device))
+            return model.features(*inputs)
 
     out = in_row_order(data, 128, features_of)
     model.train(was_training)

@@ -28,6 +28,7 @@ from . import candidates
 from .batching import concat
 from .errors import AutotlError
 from .export import save_best
+from .multitask import TASK_SCORES
 from .objective import BACKBONE, STRATEGY, THRESHOLD, head_of, run_params
 
 log = logging.getLogger("autotl")
@@ -50,6 +51,9 @@ def info_for(base: dict, trial, summary: str, outcome=None) -> dict:
             "trainable_params": attrs.get("trainable_params")}
     if attrs.get(THRESHOLD) is not None:  # multi-label: predict decides label sets with it (a refit keeps it)
         info[THRESHOLD] = attrs[THRESHOLD]
+    tasks = trial.user_attrs.get(TASK_SCORES)  # multi-task: each task's validation score
+    if tasks is not None:
+        info["scores"]["tasks"] = tasks
     return info
 
 
@@ -223,7 +227,7 @@ def _trained_model(trial, setup, run_dir: Path):
         strategy = setup.strategies[trial.params[STRATEGY]].strategy
         model = build_model(setup.backbone_path, head_of(trial.params, strategy), num_outputs=setup.num_outputs,
                             label_names=setup.label_names, regression=setup.fit.regression,
-                            target_mean=setup.target_mean, multi_label=setup.fit.multilabel)
+                            target_mean=setup.target_mean, multi_label=setup.fit.multilabel, tasks=setup.fit.tasks)
         model.load_state_dict(candidates.load_state(stored["path"]))
         return model.eval()
     log.info("rebuilding trial %d's model from its parameters", trial.number)
@@ -249,15 +253,22 @@ def score_test(path: Path, target, setup, *, trial: int | None = None, study: st
     outputs = infer(model, encoded, pad_id=tokenizer.pad_token_id or 0, device=setup.fit.device)
     # multi-label: the threshold tuned on validation, never on the test rows
     threshold = info.get(THRESHOLD, DEFAULT_THRESHOLD) if setup.fit.multilabel else None
-    predicted = predictions(outputs, setup.fit.regression, threshold)
-    metrics = {name: m(target.test.targets, predicted) for name, m in METRICS.items()
-               if m.fits(target.task.value)}
+    if setup.fit.tasks:  # every task's metrics, "task:metric", and the mean objective
+        from .multitask import decide, held_out_metrics
+
+        predicted = decide(outputs, setup.fit.tasks)
+        metrics = held_out_metrics(target.test.targets, predicted, setup.fit.tasks)
+    else:
+        predicted = predictions(outputs, setup.fit.regression, threshold)
+        metrics = {name: m(target.test.targets, predicted) for name, m in METRICS.items()
+                   if m.fits(target.task.value)}
     scores = {"rows": len(encoded), "metrics": metrics}
     if trial is not None:
         if update_info(path, trial, study, {"scores": {"test": scores}}):
-            from .html_report import save_test_predictions
+            if not setup.fit.tasks:  # report.html's per-task charts are not drawn for multi-task yet
+                from .html_report import save_test_predictions
 
-            save_test_predictions(path, target, predicted)  # report.html's confusion matrix or residuals
+                save_test_predictions(path, target, predicted)  # report.html's confusion matrix or residuals
         else:
             log.warning("best/ no longer holds trial %d: its test score is not recorded there", trial)
         return {**info, "scores": {**(info.get("scores") or {}), "test": scores}}

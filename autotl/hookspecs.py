@@ -22,4 +22,7 @@ def autotl_strategies() -> list:
     params, enqueued as the first trial of the family), ``search_space(trial)`` and
     ``prepare(model, params) -> Plan``. Two plugins returning the same name is a startup
     error naming both. Keep module import light: import torch inside ``prepare``.
+    Optional: ``unsupported(data) -> str | None`` (why the strategy cannot run on this data,
+    e.g. it needs unlabeled rows; it is then not searched) and stages whose ``start`` reads
+    the unlabeled rows or loads other weights (see :mod:`autotl.strategy`).
     """

@@ -48,6 +48,8 @@ def save_test_predictions(run_dir: Path, target, predicted) -> None:
     value), for report.html's confusion matrix or residuals. Written whole, then renamed."""
     import numpy as np
 
+    from .pairs import shown  # a text pair as one string
+
     predicted = np.asarray(predicted)
     if predicted.ndim != 1:  # one label or value per row is what the report can draw
         return
@@ -58,7 +60,7 @@ def save_test_predictions(run_dir: Path, target, predicted) -> None:
         writer = csv.writer(f)
         writer.writerow(("text", "true", "predicted"))
         for text, true, guess in zip(target.test.texts, target.test.targets, predicted):
-            writer.writerow((text, *((names[int(true)], names[int(guess)]) if names else
+            writer.writerow((shown(text), *((names[int(true)], names[int(guess)]) if names else
                                      (f"{float(true):.6g}", f"{float(guess):.6g}"))))
     os.replace(tmp, file)
 

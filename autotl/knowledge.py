@@ -104,6 +104,9 @@ def meta_features(target, setup, transferability: dict | None = None) -> dict:
         "log2_classes": 0.0 if regression else math.log2(max(2, len(target.label_names))),
         "imbalance": 1.0 if regression else _imbalance(targets),
         **({"multilabel": 1.0} if target.task.value == "multilabel" else {}),  # absent: as records before it
+        # Recorded, not compared (not in SCALES): no past pair searches yet to tell whether
+        # their best configurations differ from single texts' of the same size and lengths.
+        **({"text_pair": 1.0} if getattr(target, "text_pair", None) else {}),
         "log2_tokens_p50": math.log2(max(1.0, float(np.percentile(lengths, 50)))),
         "log2_tokens_p95": math.log2(max(1.0, float(np.percentile(lengths, 95)))),
     }

@@ -24,9 +24,14 @@ PERCENTILES = (50, 90, 95, 99)
 
 
 def token_lengths(tokenizer, texts) -> np.ndarray:
-    """Each text's length in tokens, special tokens included, never truncated."""
+    """Each text's (or text pair's, pairs.token_lengths) length in tokens, special tokens
+    included, never truncated."""
+    from . import pairs
+
     if not texts:
         return np.zeros(0, dtype=int)
+    if pairs.is_pairs(texts):
+        return pairs.token_lengths(tokenizer, texts)
     body = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     return np.asarray([len(ids) for ids in body], dtype=int) + tokenizer.num_special_tokens_to_add()
 

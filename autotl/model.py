@@ -64,6 +64,10 @@ def _find_layers(encoder: nn.Module, count: int) -> nn.ModuleList:
 class TransferModel(nn.Module):
     """Encoder + head, with the handles strategies need (blocks, head parameters)."""
 
+    # the pretrained backbone directory it was built from (`build_model` sets it; TAPT adapts
+    # that backbone's masked-LM form); "" when built otherwise
+    backbone_path: str = ""
+
     def __init__(self, pooling: Pooling, *, net: nn.Module | None = None,
                  encoder: nn.Module | None = None, head: nn.Module | None = None):
         super().__init__()
@@ -124,9 +128,11 @@ class TransferModel(nn.Module):
         # `.embeddings`; fall back to the word table alone.
         return getattr(self.encoder, "embeddings", None) or self.encoder.get_input_embeddings()
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """What the head reads: mean-pooled states, or the pooler output (standard head)."""
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True,
+                           **_segments(token_type_ids))
         if self.pooling is Pooling.MEAN:
             return mean_pool(out.last_hidden_state, attention_mask)
         return out.pooler_output
@@ -153,9 +159,9 @@ class TransferModel(nn.Module):
             depth += 1
         return depth
 
-    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The first layer's input (word + position + type embeddings, normalized)."""
-        return self.encoder.embeddings(input_ids=input_ids)
+        return self.encoder.embeddings(input_ids=input_ids, **_segments(token_type_ids))
 
     def run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int,
                    stop: int | None = None) -> torch.Tensor:
@@ -174,35 +180,46 @@ class TransferModel(nn.Module):
             return mean_pool(hidden, attention_mask)
         return self.encoder.pooler(hidden)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Outputs for a batch; `token_type_ids` only for text pairs (batching.model_inputs)."""
         if not self.splittable:
-            return self.net(input_ids=input_ids, attention_mask=attention_mask).logits
-        return self.head(self.features(input_ids, attention_mask))
+            return self.net(input_ids=input_ids, attention_mask=attention_mask, **_segments(token_type_ids)).logits
+        return self.head(self.features(input_ids, attention_mask, token_type_ids))
+
+
+def _segments(token_type_ids: torch.Tensor | None) -> dict:
+    # Passed only when given: encoders without token types (DistilBERT) refuse the argument.
+    return {} if token_type_ids is None else {"token_type_ids": token_type_ids}
 
 
 def build_model(backbone_path: str, pooling: Pooling, *, num_outputs: int,
                 label_names: tuple[str, ...], regression: bool, target_mean: float = 0.0,
-                multi_label: bool = False) -> TransferModel:
+                multi_label: bool = False, tasks: tuple = ()) -> TransferModel:
     """Fresh pretrained encoder + new head, labels written into the config.
 
     For regression the output bias starts at the training targets' mean: a head that starts
     near 0 for targets near, say, 3 spends its first epochs (and large gradients through the
     encoder) just learning the offset. `multi_label`: one independent (sigmoid) output per
     label; the config says so (problem_type), so `transformers.pipeline` applies a sigmoid too.
+    `tasks` (multitask.TaskSpec): one head per task on mean-pooled features (multitask.py).
     """
     model = _build(backbone_path, pooling, num_outputs=num_outputs, label_names=label_names,
-                   regression=regression, multi_label=multi_label)
-    if regression:
+                   regression=regression, multi_label=multi_label, tasks=tasks)
+    model.backbone_path = str(backbone_path)
+    if regression and not tasks:
         with torch.no_grad():
             model.output_layer().bias.fill_(target_mean)
     return model
 
 
 def _build(backbone_path: str, pooling: Pooling, *, num_outputs: int,
-           label_names: tuple[str, ...], regression: bool, multi_label: bool) -> TransferModel:
+           label_names: tuple[str, ...], regression: bool, multi_label: bool, tasks: tuple = ()) -> TransferModel:
     from .backbone import load_pretrained
 
     pooling = Pooling(pooling)
+    if tasks and pooling is not Pooling.MEAN:
+        raise ValueError(f"a multi-task model has autotl's own mean-pooled heads, not the '{pooling.value}' head")
     labels = {"num_labels": num_outputs}
     if regression:
         labels["problem_type"] = "regression"
@@ -219,5 +236,9 @@ def _build(backbone_path: str, pooling: Pooling, *, num_outputs: int,
     dropout = getattr(config, "classifier_dropout", None)
     if dropout is None:
         dropout = getattr(config, "hidden_dropout_prob", 0.1)
+    if tasks:
+        from .multitask import build_head
+
+        return TransferModel(pooling, encoder=encoder, head=build_head(config.hidden_size, tasks, dropout))
     head = MeanPoolHead(config.hidden_size, num_outputs, dropout)
     return TransferModel(pooling, encoder=encoder, head=head)

@@ -107,8 +107,11 @@ def _body(info: dict, leaderboard, dataset: str, standard: bool) -> list[str]:
                   for r in done]
         lines.append("")
     task = data.get("task", "classification")
+    pair = data.get("text_pair")
+    texts = (f"text pair `{pair[0]}` + `{pair[1]}` (encoded together, the tokenizer's pair encoding)" if pair
+             else f"text column `{data.get('text_col')}`")
     lines += ["## Data", "",
-              f"- task: {task}; text column `{data.get('text_col')}`, label column `{data.get('label_col')}`",
+              f"- task: {task}; {texts}, label column `{data.get('label_col')}`",
               f"- rows: {data.get('num_train', '?')} train, {data.get('num_val', '?')} validation"
               + (f", {data['num_test']} test" if data.get("num_test") else "")]
     if labels:
@@ -118,9 +121,12 @@ def _body(info: dict, leaderboard, dataset: str, standard: bool) -> list[str]:
     if standard:
         lines += ["```python", "from transformers import pipeline", "",
                   'classify = pipeline("text-classification", model="path/to/best")',
-                  'classify("some text")', "```", ""]
+                  # truncation=True: long pairs cut longest_first at the saved max length, as autotl cuts them
+                  'classify({"text": "the first text", "text_pair": "the second text"}, truncation=True)' if pair
+                  else 'classify("some text")', "```", ""]
     lines += ["```python", "import autotl", "", 'model = autotl.load("path/to/best")', "```", "",
-              "or from a shell: `autotl predict path/to/run new.csv`.", "",
+              "or from a shell: `autotl predict path/to/run new.csv`"
+              + (f" (new.csv with columns `{pair[0]}` and `{pair[1]}`)." if pair else "."), "",
               "## Limitations", "",
               f"- Trained on {data.get('num_train', '?')} rows of one dataset; expect lower scores on text "
               "unlike it (other domains, languages, lengths).",

@@ -73,6 +73,11 @@ def sets_from_columns(cols: dict, names: tuple[str, ...], source: str) -> list:
     return out
 
 
+def is_bit(value: str) -> bool:
+    """Whether a cell reads as 0 or 1 (several columns that all do are a multi-label target)."""
+    return _bit(value) is not None
+
+
 def _bit(value: str) -> int | None:
     """1 or 0 for '1', '1.0', 'true' / '0', '0.0', 'false' (any case); None for anything else."""
     text = value.strip().lower()

@@ -18,6 +18,7 @@ from .heartbeat import Heartbeat
 from .redact import mask
 from .workers import TOKEN_ENV
 from .model import Pooling, TransferModel, build_model
+from .multitask import TASK_SCORES, WEIGHTING as TASK_WEIGHTING, WEIGHTINGS as TASK_WEIGHTINGS, task_scores
 from .plugins import Registered
 from .train import FitResult, FitSettings, fit, release_memory
 
@@ -62,6 +63,12 @@ class TrialSetup:
     # Many rows cut at max_length (lengths.py): this setup with the rows cut head+tail, and
     # `text.truncation` is searched; for_params picks it for a trial that drew head_tail
     head_tail: "TrialSetup | None" = field(default=None, compare=False, repr=False)
+    # Rows without labels (their targets are -1), for the strategies whose stages read them
+    # (tapt, self_training: `Stage.start`); None when the data has none
+    unlabeled: Encoded | None = field(default=None, compare=False, repr=False)
+    # The training rows + the unlabeled rows, as text for TAPT (`strategy.Context.corpus`);
+    # a setup derived for a refit or a fold keeps the search's, so it reuses its adapted backbones
+    corpus: Encoded | None = field(default=None, compare=False, repr=False)
 
     def for_params(self, params: Mapping) -> "TrialSetup":
         """The setup of the backbone `params` name (this one when they name none).
@@ -85,9 +92,12 @@ class TrialSetup:
 def trial_setup(target, backbone, tokenizer, strategies: dict[str, Registered], poolings: tuple[str, ...],
                 metric, *, device: str = "cpu", seed: int = 0, max_length: int = 128, budget=None,
                 progress: bool = False, class_weights: tuple[float, ...] | None = None,
-                head_tail: bool = False) -> TrialSetup:
-    """The setup every trial of a search shares: the target's splits tokenized once."""
-    from .batching import encode
+                head_tail: bool = False, work_dir: str | None = None) -> TrialSetup:
+    """The setup every trial of a search shares: the target's splits (and unlabeled rows)
+    tokenized once. `work_dir`: where trials share work across processes (FitSettings)."""
+    import numpy as np
+
+    from .batching import concat, encode
 
     def enc(split, name, truncation=HEAD):
         cut = "" if truncation == HEAD else f":{truncation}"  # the head cut keeps its old cache keys
@@ -95,14 +105,21 @@ def trial_setup(target, backbone, tokenizer, strategies: dict[str, Registered], 
                       key=f"{target.fingerprint}:{name}:{backbone.path}:{max_length}{cut}", truncation=truncation)
 
     regression = target.task.value == "regression"
+    unlabeled = None
+    if target.unlabeled:
+        unlabeled = encode(tokenizer, target.unlabeled, np.full(len(target.unlabeled), -1), max_length,
+                           key=f"{target.fingerprint}:unlabeled:{backbone.path}:{max_length}")
+    train = enc(target.train, "train")
     setup = TrialSetup(
         backbone_path=backbone.path, backbone=backbone.name, strategies=strategies, poolings=poolings,
-        train=enc(target.train, "train"), val=enc(target.val, "val"),
+        train=train, val=enc(target.val, "val"),
         label_names=target.label_names, num_outputs=target.num_outputs,
         target_mean=float(target.train.targets.mean()) if regression else 0.0, class_weights=class_weights,
         fit=FitSettings(metric=metric, regression=regression, pad_id=tokenizer.pad_token_id or 0,
                         device=device, seed=seed, deadline=budget, progress=progress,
-                        multilabel=target.task.value == "multilabel"))
+                        multilabel=target.task.value == "multilabel", work_dir=work_dir,
+                        tasks=getattr(target, "tasks", ())),
+        unlabeled=unlabeled, corpus=None if unlabeled is None else concat(train, unlabeled))
     if head_tail:
         setup = replace(setup, head_tail=replace(setup, train=enc(target.train, "train", HEAD_TAIL),
                                                  val=enc(target.val, "val", HEAD_TAIL)))
@@ -132,7 +149,7 @@ def run_params(setup: TrialSetup, params: dict, on_epoch=None, desc: str = "") -
     torch.manual_seed(setup.fit.seed)  # the same head init for a config, whenever it runs
     model = build_model(setup.backbone_path, pooling, num_outputs=setup.num_outputs,
                         label_names=setup.label_names, regression=setup.fit.regression,
-                        target_mean=setup.target_mean, multi_label=setup.fit.multilabel)
+                        target_mean=setup.target_mean, multi_label=setup.fit.multilabel, tasks=setup.fit.tasks)
     try:
         plan = strategy.prepare(model, own)
     except Exception as exc:
@@ -140,7 +157,10 @@ def run_params(setup: TrialSetup, params: dict, on_epoch=None, desc: str = "") -
     settings = setup.fit if not desc else _with_desc(setup.fit, desc)
     if params.get(CLASS_WEIGHT) == "balanced" and setup.class_weights is not None:
         settings = replace(settings, class_weights=setup.class_weights)
-    result = fit(model, plan, setup.train, setup.val, settings, on_epoch=on_epoch)
+    if setup.fit.tasks:
+        settings = replace(settings, task_weighting=params.get(TASK_WEIGHTING, "equal"))
+    result = fit(model, plan, setup.train, setup.val, settings, on_epoch=on_epoch, unlabeled=setup.unlabeled,
+                 corpus=setup.corpus)
     return TrialOutcome(model, result, plan.summary)
 
 
@@ -173,6 +193,8 @@ def compact(predicted) -> list:
     import numpy as np
 
     predicted = np.asarray(predicted)
+    if predicted.ndim == 2 and predicted.dtype.kind == "f":  # multi-task: class ids and values side by side
+        return [[float(f"{v:.5g}") for v in row] for row in predicted]
     if predicted.ndim == 2:
         return predicted.astype(int).tolist()
     if predicted.dtype.kind in "iu":
@@ -299,6 +321,8 @@ class Objective:
                 params[TRUNCATION] = trial.suggest_categorical(TRUNCATION, [HEAD, HEAD_TAIL])
             if setup.class_weights is not None:  # imbalanced classes: weigh the loss, or not
                 params[CLASS_WEIGHT] = trial.suggest_categorical(CLASS_WEIGHT, list(CLASS_WEIGHT_CHOICES))
+            if setup.fit.tasks:  # multi-task: how the task losses are weighted
+                params[TASK_WEIGHTING] = trial.suggest_categorical(TASK_WEIGHTING, list(TASK_WEIGHTINGS))
             self._worth_running(trial, name, params)
             on = f" on {chosen[BACKBONE]}" if chosen else ""
             with Heartbeat(trial.study, trial._trial_id):  # silent past the grace, it is taken for dead
@@ -325,6 +349,9 @@ class Objective:
             trial.set_user_attr(VAL_PREDICTIONS, compact(result.val_predictions))
         if result.threshold is not None:
             trial.set_user_attr(THRESHOLD, result.threshold)
+        if setup.fit.tasks and result.val_predictions is not None:
+            own = setup.for_params(params)
+            trial.set_user_attr(TASK_SCORES, task_scores(own.val.targets, result.val_predictions, setup.fit.tasks))
         chosen = ", ".join(f"{k}={v}" for k, v in (result.finalized or {}).items())
         trial.set_user_attr("summary", f"{outcome.summary} ({chosen})" if chosen else outcome.summary)
         if result.finalized is not None:

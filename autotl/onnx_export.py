@@ -42,6 +42,9 @@ META_KEY = "autotl"  # model.onnx metadata: the best model it was exported from,
 # the padding of the shorter row puts the mask's path into the graph.
 EXAMPLE = ("an example", "a longer example sentence, so that the rows differ in length")
 CHECK = ("one", "a third example of another length", "and a fourth, the longest of these rows by a few words")
+# A text-pair model is exported and checked on pairs: its second segments' token type ids are 1.
+PAIR_EXAMPLE = tuple(zip(EXAMPLE, reversed(EXAMPLE)))
+PAIR_CHECK = tuple(zip(CHECK, reversed(CHECK)))
 
 
 def require(*packages: str, what: str) -> None:
@@ -93,7 +96,13 @@ def _logits_module(model):
 
 
 def _tokens(tokenizer, texts, names, max_length: int, tensors: str):
-    encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors=tensors)
+    from . import pairs
+
+    if pairs.is_pairs(texts):  # the tokenizer's pair encoding, cut as training cut it
+        encoded = tokenizer([a for a, _ in texts], [b for _, b in texts], padding=True, truncation=pairs.TRUNCATION,
+                            max_length=max_length, return_tensors=tensors)
+    else:
+        encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors=tensors)
     return tuple(encoded[name] for name in names)
 
 
@@ -108,10 +117,12 @@ def export_onnx(run) -> Exported:
     info_text = (folder / INFO).read_text(encoding="utf-8")
     model, tokenizer, info = load_model(folder, "cpu")  # a directory: the single model, never an ensemble
     names = input_names(tokenizer)
+    pair = bool((info.get("data") or {}).get("text_pair"))
+    example, checked = (PAIR_EXAMPLE, PAIR_CHECK) if pair else (EXAMPLE, CHECK)
     graph = _logits_module(model)
     axes = {name: {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")} for name in names}
     with _quiet_exporter():
-        program = torch.onnx.export(graph, _tokens(tokenizer, EXAMPLE, names, info["max_length"], "pt"), None,
+        program = torch.onnx.export(graph, _tokens(tokenizer, example, names, info["max_length"], "pt"), None,
                                     dynamo=True, opset_version=OPSET, input_names=list(names),
                                     output_names=["logits"], dynamic_shapes=axes, verbose=False)
     program.model.metadata_props[META_KEY] = json.dumps(_metadata(info))
@@ -122,19 +133,19 @@ def export_onnx(run) -> Exported:
         # One file (no external weights file): it is copied and checked as one. Protobuf's
         # 2 GB limit is far above autotl's backbones.
         program.save(str(tmp / FILE), external_data=False)
-        check = _tokens(tokenizer, CHECK, names, info["max_length"], "pt")
-        with torch.no_grad():  # autotl's own forward pass (no token_type_ids): what predict runs
-            expected = model(check[0], check[1]).numpy()
+        check = _tokens(tokenizer, checked, names, info["max_length"], "pt")
+        with torch.no_grad():  # autotl's own forward pass: what predict runs (token_type_ids for pairs only)
+            expected = model(check[0], check[1], *(check[2:] if pair else ())).numpy()
         got = OnnxModel(tmp / FILE).session.run(["logits"], {n: t.numpy() for n, t in zip(names, check)})[0]
         diff = float(abs(got - expected).max())
         if not diff <= TOLERANCE:
             raise ModelError(f"the ONNX export disagrees with the PyTorch model (logits differ by {diff:.2e} on "
-                             f"{len(CHECK)} check rows, tolerance {TOLERANCE:g}); nothing written; please report "
+                             f"{len(checked)} check rows, tolerance {TOLERANCE:g}); nothing written; please report "
                              f"it with the torch {torch.__version__} and onnxruntime versions")
         target = _publish(tmp / FILE, folder, info_text)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return Exported(target, names, diff, len(CHECK))
+    return Exported(target, names, diff, len(checked))
 
 
 def _metadata(info: dict) -> dict:
@@ -191,7 +202,7 @@ def _publish(file: Path, folder: Path, info_text: str) -> Path:
 
 class OnnxModel:
     """model.onnx in an onnxruntime CPU session, called like a TransferModel, ``(input_ids,
-    attention_mask) -> logits``, so that `train.infer` batches and pads for it exactly as
+    attention_mask[, token_type_ids]) -> logits``, so that `train.infer` batches and pads for it exactly as
     for PyTorch."""
 
     def __init__(self, path, threads: int | None = None):
@@ -208,12 +219,13 @@ class OnnxModel:
     def eval(self):
         return self
 
-    def __call__(self, input_ids, attention_mask):
+    def __call__(self, input_ids, attention_mask, token_type_ids=None):
         import torch
 
         feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        if "token_type_ids" in self.inputs:  # one text per row: segment 0, as the tokenizer gives
-            feed["token_type_ids"] = input_ids.new_zeros(input_ids.shape).numpy()
+        if "token_type_ids" in self.inputs:  # text pairs give theirs; one text per row is segment 0
+            types = token_type_ids if token_type_ids is not None else input_ids.new_zeros(input_ids.shape)
+            feed["token_type_ids"] = types.numpy()
         return torch.from_numpy(self.session.run(["logits"], feed)[0])
 
 

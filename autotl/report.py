@@ -194,7 +194,8 @@ def backbone_lines(ranking: list[dict] | None, done: list[dict], metric: str) ->
 
 
 def data_lines(profile: dict | None) -> list[str]:
-    """Markdown bullets: the class balance and the training texts' token lengths."""
+    """Markdown bullets: the class balance, the text pair (if one), the training texts' token
+    lengths and the unlabeled rows (if any)."""
     from .balance import IMBALANCE_RATIO, describe, is_imbalanced
     from .lengths import describe as lengths
 
@@ -204,10 +205,19 @@ def data_lines(profile: dict | None) -> list[str]:
         note = (f"; the rarest class has under {IMBALANCE_RATIO:.0%} of the largest's rows, so a class-weighted "
                 "loss was searched" if is_imbalanced(balance) else "")
         lines.append(f"- class balance (train + validation rows): {describe(balance, limit=12)}{note}")
+    pair = (profile or {}).get("text_pair")
+    if pair:
+        lines.append(f"- text pair `{pair[0]}` + `{pair[1]}`: each row's two texts encoded together (the tokenizer's "
+                     "pair encoding), cut from the longer one's end when too long; lengths below count both")
     found = (profile or {}).get("lengths")
     if found:
         lines.append(f"- text length in tokens (training rows): {lengths(found)}; 90th percentile {found.get('p90')}, "
                      f"99th {found.get('p99')}; the model takes at most {found.get('model_limit')}")
+    unlabeled = (profile or {}).get("unlabeled")
+    if unlabeled:
+        capped = " (a random sample: at most that many are kept)" if unlabeled["used"] < unlabeled["found"] else ""
+        lines.append(f"- unlabeled rows (texts without a label): {unlabeled['found']} found, {unlabeled['used']} "
+                     f"used{capped} by the strategies that learn from them (tapt, self_training)")
     return lines
 
 

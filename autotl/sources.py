@@ -38,12 +38,10 @@ def ranking_rows(data, seed: int):
     """`data`, or RANKING_ROWS of its rows drawn at random (the same for every backbone)."""
     import numpy as np
 
-    from .batching import Encoded
-
     if len(data) <= RANKING_ROWS:
         return data
     keep = np.sort(np.random.default_rng(seed).choice(len(data), RANKING_ROWS, replace=False))
-    return Encoded(tuple(data.ids[i] for i in keep), data.targets[keep], f"{data.key}:ranking{RANKING_ROWS}")
+    return data.take(keep, f"{data.key}:ranking{RANKING_ROWS}")
 
 
 def assess_backbones(setup) -> list[Transferability]:

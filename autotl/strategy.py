@@ -6,10 +6,24 @@ params) -> Plan`` that never reads the trial (so a winner is rebuilt from its pa
 and ``defaults`` — the literature's recipe, the strategy's first trial when the learned
 portfolio (`portfolio.py`) has no evidence about it.
 Strategies never see the training loop; they describe what to train and the loop does it.
+
+Two optional extensions serve strategies that learn from more than the labelled rows (TAPT,
+self-training); a strategy without them works as before:
+
+- ``unsupported(data) -> str | None`` on the strategy: why it cannot run on `data` (a
+  `TargetData`: e.g. it has no unlabeled rows, or the task is not single-label), else None.
+  A strategy that says why is left out of the search (`offered`); named with
+  ``--strategies``, it is a usage error carrying that reason.
+- ``Stage.start(model, Context) -> StageRows | None``: runs when the stage begins, on the
+  model as the previous stage left it. It may change the model's weights in place (TAPT
+  loads the adapted encoder) and returns the rows the stage trains on (self-training: the
+  labelled rows plus pseudo-labelled ones, with a loss weight per row), or None for the
+  labelled training rows. `Context` carries the unlabeled rows, never the validation rows.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -45,12 +59,42 @@ class ParamGroup:
 
 
 @dataclass(frozen=True)
+class Context:
+    """What a Stage's `start` may read besides the model."""
+
+    train: Any  # the labelled rows this run trains on (Encoded; in a refit: train + validation rows)
+    unlabeled: Any = None  # Encoded rows without labels (their targets mean nothing); None: the data has none
+    work_dir: str | None = None  # where work shared by trials and worker processes is kept; None: a temp dir
+    pad_id: int = 0  # the tokenizer's padding id, to batch rows the same way
+    device: str = "cpu"
+    seed: int = 0
+    # Encoded rows to read as plain text (TAPT's masked-LM corpus): the search's training rows
+    # and the unlabeled rows, never its validation rows; the same in a refit and in re-scoring
+    # folds, so they reuse the search's work. None: `train` and `unlabeled`
+    corpus: Any = None
+    deadline: Any = None  # the search's Budget (None: none): a long start stops once it has passed
+
+
+@dataclass(frozen=True)
+class StageRows:
+    """The rows a stage trains on instead of the labelled training rows."""
+
+    data: Any  # Encoded rows with targets the loss can read (class ids, values or label sets)
+    weights: Any = None  # float per row multiplying its loss (pseudo-labels count less); None: all 1
+
+
+# (model, Context) -> StageRows | None: see the module docstring
+Start = Callable[[Any, Context], "StageRows | None"]
+
+
+@dataclass(frozen=True)
 class Stage:
     """A phase of training with a fixed set of trainable parameters."""
 
     groups: tuple[ParamGroup, ...]  # what trains in this stage; every other weight is frozen
     epochs: int  # passes over the training split; validated (and maybe pruned) after each
     penalty: Penalty | None = None  # extra loss term, e.g. L2-SP's pull to pretrained weights
+    start: Start | None = None  # runs as the stage begins: may load weights, pick other rows
 
 
 @dataclass(frozen=True)
@@ -93,12 +137,39 @@ class Strategy(Protocol):
     defaults: Mapping[str, Any]  # the literature's recipe as namespaced params (see portfolio.py)
     # optional `head: str`: the head this strategy always uses ("standard" or "mean"); the
     # search then does not choose one for it (the baseline recipe fixes "standard")
+    # optional `unsupported(data) -> str | None`: why it cannot run on this data (module docstring)
 
     def search_space(self, trial) -> dict[str, Any]:
         """Suggest this strategy's parameters; keys are ``f"{name}.{param}"``."""
 
     def prepare(self, model, params: Mapping[str, Any]) -> Plan:
         """Freeze/regroup `model` for `params` and say how to train it. Never reads a trial."""
+
+
+def unsupported(strategy, data) -> str | None:
+    """Why `strategy` cannot run on `data` (its optional ``unsupported(data)``), or None."""
+    if getattr(strategy, "head", None) == "standard" and getattr(data, "tasks", ()):
+        return ("it trains the architecture's own single head, and several task columns need one head per task "
+                "(autotl's multi-task head)")
+    check = getattr(strategy, "unsupported", None)
+    return check(data) if callable(check) else None
+
+
+def offered(strategies: Mapping[str, Any], data, *, named: bool) -> dict:
+    """The registered `strategies` (name -> Registered) that can run on `data`; the others are
+    left out with one log line, or, when the user `named` them, refused with their reason."""
+    from .errors import UsageError
+
+    kept = {}
+    for name, registered in strategies.items():
+        reason = unsupported(registered.strategy, data)
+        if reason is None:
+            kept[name] = registered
+        elif named:
+            raise UsageError(f"strategy '{name}' cannot run on this data: {reason}")
+        else:
+            logging.getLogger("autotl").info("strategy %s is not searched: %s", name, reason)
+    return kept
 
 
 def key(strategy_name: str, param: str) -> str:

@@ -12,6 +12,8 @@ Use it either way::
             return MyStrategy()
 
 Everything runs on a tiny BERT built from a config (no downloads, a few seconds on a CPU).
+Training gets a few unlabeled rows too (`tiny_unlabeled`), for strategies whose stages read
+them; a strategy that does not simply ignores them.
 """
 
 from __future__ import annotations
@@ -94,6 +96,19 @@ def tiny_setup(backbone: str | None = None, n: int = 24):
     return enc(0, "train"), enc(1, "val"), settings
 
 
+def tiny_unlabeled(backbone: str | None = None, n: int = 24):
+    """Encoded rows without labels (targets -1) for the tiny BERT: what strategies that learn
+    from unlabeled rows (tapt, self_training) read through `Stage.start`."""
+    import numpy as np
+
+    from .backbone import load_tokenizer
+    from .batching import encode
+
+    path = backbone or shared_backbone()
+    texts = [text for text, _ in sentiment_rows(n, seed=2)]
+    return encode(load_tokenizer(path), texts, np.full(n, -1), 32, key=f"{path}:tiny:unlabeled:{n}")
+
+
 def sampled_params(strategy, seed: int = 0) -> dict:
     """Params drawn from a real Optuna trial of `strategy.search_space`."""
     import optuna
@@ -170,7 +185,7 @@ class StrategyConformance:
             model = tiny_model(pooling)
             before = {n: p.detach().clone() for n, p in model.named_parameters()}
             plan = strategy.prepare(model, _quick(dict(strategy.defaults), strategy.name))
-            result = fit(model, plan, train, val, settings)
+            result = fit(model, plan, train, val, settings, unlabeled=tiny_unlabeled())
             assert 0.0 <= result.best_score <= 1.0
             changed = [n for n, p in model.named_parameters() if not p.detach().equal(before[n])]
             assert changed, f"{strategy.name}/{pooling}: training changed no weight"
@@ -186,7 +201,7 @@ class StrategyConformance:
             torch.manual_seed(0)
             model = tiny_model()
             plan = strategy.prepare(model, _quick(dict(strategy.defaults), strategy.name))
-            result = fit(model, plan, train, val, settings)
+            result = fit(model, plan, train, val, settings, unlabeled=tiny_unlabeled())
             runs.append((result.scores, [p.detach().clone() for p in model.parameters()]))
         assert runs[0][0] == runs[1][0], f"{strategy.name}: scores differ between two seeded runs"
         assert all(a.equal(b) for a, b in zip(runs[0][1], runs[1][1])), \
@@ -206,4 +221,4 @@ def check_strategy(strategy) -> None:
 
 
 __all__ = ["StrategyConformance", "check_strategy", "make_tiny_backbone", "shared_backbone", "tiny_model", "tiny_setup",
-           "sampled_params", "sentiment_rows"]
+           "tiny_unlabeled", "sampled_params", "sentiment_rows"]

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import multilabel
+from . import multilabel, multitask
 from .activations import ACTIVATIONS
-from .batching import Encoded, batch_order, collate, in_row_order
+from .batching import Encoded, batch_order, in_row_order, model_inputs
 from .budget import Budget
 from .errors import StrategyError
 from .features import CACHE as FEATURES
 from .metrics import Metric
-from .strategy import Plan, Stage, Step
+from .strategy import Context, Plan, Stage, StageRows, Step
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,13 @@ class FitSettings:
     # tuned on the validation rows (`multilabel.tune_threshold`)
     multilabel: bool = False
     class_weights: tuple[float, ...] | None = None  # cross-entropy weights per class (balance.py)
+    # where work that trials share across worker processes is kept (TAPT's adapted backbones,
+    # tapt.py): the run directory in a search; None: a temporary directory of this process
+    work_dir: str | None = None
+    # multi-task (multitask.py): the tasks, in output order; their losses summed by
+    # `task_weighting` (the trial's searched multitask.WEIGHTING)
+    tasks: tuple = ()
+    task_weighting: str = "equal"
 
 
 @dataclass(frozen=True)
@@ -118,15 +125,26 @@ def _schedule(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _loss(logits: torch.Tensor, targets: torch.Tensor, settings: FitSettings) -> torch.Tensor:
-    if settings.regression:
-        return torch.nn.functional.mse_loss(logits.squeeze(-1).float(), targets.float())
-    if settings.multilabel:  # each label its own yes/no: a 0/1 target matrix
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets.float())
+def _loss(logits: torch.Tensor, targets: torch.Tensor, settings: FitSettings,
+          row_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The task's mean loss; with `row_weights` (a stage's StageRows), each row's loss times its
+    weight, over the same denominator as the plain mean (all-1 weights change nothing)."""
+    functional, reduction = torch.nn.functional, "mean" if row_weights is None else "none"
     weight = None
-    if settings.class_weights is not None:
-        weight = torch.tensor(settings.class_weights, dtype=torch.float32, device=logits.device)
-    return torch.nn.functional.cross_entropy(logits.float(), targets, weight=weight)
+    if settings.regression:
+        loss = functional.mse_loss(logits.squeeze(-1).float(), targets.float(), reduction=reduction)
+    elif settings.multilabel:  # each label its own yes/no: a 0/1 target matrix
+        loss = functional.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction=reduction)
+        loss = loss if row_weights is None else loss.mean(dim=1)
+    else:
+        if settings.class_weights is not None:
+            weight = torch.tensor(settings.class_weights, dtype=torch.float32, device=logits.device)
+        loss = functional.cross_entropy(logits.float(), targets, weight=weight, reduction=reduction)
+    if row_weights is None:
+        return loss
+    # cross_entropy's weighted mean divides by the rows' class weights, not by the row count
+    denominator = weight[targets].sum() if weight is not None else len(loss)
+    return (loss * row_weights.float()).sum() / denominator
 
 
 def infer(model, data: Encoded, *, pad_id: int, device: str, batch_size: int = 128) -> np.ndarray:
@@ -135,9 +153,9 @@ def infer(model, data: Encoded, *, pad_id: int, device: str, batch_size: int = 1
     autocast = autocast_for(device)
 
     def outputs_of(index):
-        ids, mask = collate(data, index, pad_id)
+        inputs = model_inputs(data, index, pad_id, device)
         with autocast():
-            return model(ids.to(device), mask.to(device))
+            return model(*inputs)
 
     return in_row_order(data, batch_size, outputs_of)
 
@@ -161,6 +179,9 @@ class Scored:
 def judge(outputs: np.ndarray, targets: np.ndarray, settings: FitSettings) -> Scored:
     """Score raw outputs on validation rows; a multi-label model's threshold is tuned on them
     first (the best epoch is then the best with its own best threshold)."""
+    if settings.tasks:  # rows x tasks: class ids and values, scored by the tasks' combined metric
+        predicted = multitask.decide(outputs, settings.tasks)
+        return Scored(settings.metric(targets, predicted), predicted)
     if not settings.multilabel:
         predicted = predictions(outputs, settings.regression)
         return Scored(settings.metric(targets, predicted), predicted)
@@ -215,12 +236,11 @@ class StageForward:
                 hidden = model.run_layers(to_device(hidden, device), mask, self.depth)
                 pooled = model.pool(hidden, mask)
                 return pooled, model.head(pooled)
-            ids, mask = collate(data, index, self.settings.pad_id)
-            ids, mask = to_device(ids, device), to_device(mask, device)
+            inputs = tuple(to_device(t, device) for t in model_inputs(data, index, self.settings.pad_id))
             if model.splittable:
-                pooled = model.features(ids, mask)
+                pooled = model.features(*inputs)
                 return pooled, model.head(pooled)
-            return None, model(ids, mask)
+            return None, model(*inputs)
 
     def outputs(self, data: Encoded, batch_size: int = 128) -> np.ndarray:
         """Outputs for every row of `data` in row order, in eval mode without gradients."""
@@ -250,13 +270,19 @@ class _Best:
 
 
 def _train_epoch(model, stage: Stage, forward: StageForward, params: list, optimizer, scheduler,
-                 train: Encoded, batch_size: int, settings: FitSettings, rng, bar) -> torch.Tensor:
-    """One pass over `train`; returns the last batch's loss (checked once per epoch)."""
+                 rows: StageRows, batch_size: int, settings: FitSettings, rng, bar) -> torch.Tensor:
+    """One pass over `rows`; returns the last batch's loss (checked once per epoch)."""
+    train = rows.data
     for index in batch_order(train.lengths, batch_size, rng, pool=1 if settings.batch_order == "shuffled" else 50):
         # Micro-batches (gradient accumulation) give the same step in less memory.
         for part in np.array_split(index, min(settings.accumulation, len(index))):
             pooled, logits = forward(train, part)
-            loss = _loss(logits, to_device(torch.as_tensor(train.targets[part]), settings.device), settings)
+            weights = None if rows.weights is None else to_device(torch.as_tensor(rows.weights[part]), settings.device)
+            targets = to_device(torch.as_tensor(train.targets[part]), settings.device)
+            if settings.tasks:
+                loss = multitask.loss(logits, targets, settings.tasks, multitask.log_vars_of(model, settings.task_weighting))
+            else:
+                loss = _loss(logits, targets, settings, weights)
             if stage.penalty is not None:
                 loss = loss + stage.penalty(model, Step(pooled, part, train, settings.pad_id))
             (loss * (len(part) / len(index))).backward()
@@ -269,11 +295,14 @@ def _train_epoch(model, stage: Stage, forward: StageForward, params: list, optim
 
 
 def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSettings,
-        on_epoch: Callable[[int, float, int], None] | None = None) -> FitResult:
+        on_epoch: Callable[[int, float, int], None] | None = None, unlabeled: Encoded | None = None,
+        corpus: Encoded | None = None) -> FitResult:
     """Train `model` by `plan`; leave it holding the best epoch's weights.
 
     `on_epoch(epoch, score, epochs_left)` runs after each validated epoch (0-based); it may
-    raise (e.g. optuna.TrialPruned) to stop training.
+    raise (e.g. optuna.TrialPruned) to stop training. `unlabeled` (rows without labels) and
+    `corpus` (rows to read as plain text) are for the stages whose `start` reads them
+    (self-training, TAPT): `strategy.Context`.
 
     Without `val` (a refit on all labelled rows) nothing is validated and the model keeps
     its last epoch's weights; the result's score is NaN.
@@ -289,13 +318,18 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     bar = _bar(settings, sum(s.epochs for s in plan.stages) * steps_per_epoch)
     epoch, truncated, last_epoch_seconds, scores = 0, False, 0.0, []
     deadline = settings.deadline
+    context = Context(train, unlabeled, settings.work_dir, settings.pad_id, settings.device, settings.seed, corpus,
+                      settings.deadline)
     try:
         for stage in plan.stages:
+            rows = _stage_rows(model, stage, context)
+            stage_steps = math.ceil(len(rows.data) / plan.batch_size)
+            bar.total += stage.epochs * (stage_steps - steps_per_epoch)  # a stage on other rows
             params, encoder_frozen = _stage_setup(model, stage)
             forward = StageForward(model, settings, encoder_frozen=encoder_frozen)
             optimizer = torch.optim.AdamW([{"params": list(g.params), "lr": g.lr, "weight_decay": g.weight_decay}
                                            for g in stage.groups if g.params])
-            scheduler = _schedule(optimizer, stage.epochs * steps_per_epoch, plan.warmup_ratio)
+            scheduler = _schedule(optimizer, stage.epochs * stage_steps, plan.warmup_ratio)
             for _ in range(stage.epochs):
                 if epoch >= total:
                     break
@@ -305,7 +339,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                     break
                 epoch_start = time.monotonic()
                 _set_modes(model, encoder_frozen)
-                loss = _train_epoch(model, stage, forward, params, optimizer, scheduler, train, plan.batch_size,
+                loss = _train_epoch(model, stage, forward, params, optimizer, scheduler, rows, plan.batch_size,
                                     settings, rng, bar)
                 if not math.isfinite(loss.item()):  # one host sync per epoch, not per step
                     raise StrategyError(f"loss became {loss.item()} in epoch {epoch + 1}; "
@@ -331,6 +365,19 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     best.restore()
     model.eval()
     return _finish(model, plan, val, settings, best, scores, epoch, truncated, time.monotonic() - start)
+
+
+def _stage_rows(model, stage: Stage, context: Context) -> StageRows:
+    """What the stage trains on: its `start`'s rows, else the labelled training rows. The start
+    runs in a forked RNG, so whether it computes (TAPT's first trial) or reads a cached result,
+    the training that follows draws the same dropout masks."""
+    if stage.start is None:
+        return StageRows(context.train)
+    device = torch.device(context.device)
+    gpus = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        rows = stage.start(model, context)
+    return StageRows(context.train) if rows is None else rows
 
 
 def _finish(model, plan: Plan, val, settings: FitSettings, best: _Best, scores: list, epochs_run: int,

@@ -29,8 +29,8 @@ def _record_losses(monkeypatch) -> list[float]:
     losses = []
     original = autotl.train._loss
 
-    def recording(logits, targets, regression):
-        loss = original(logits, targets, regression)
+    def recording(logits, targets, settings, *rest):
+        loss = original(logits, targets, settings, *rest)
         losses.append(loss.item())
         return loss
 

@@ -94,17 +94,17 @@ def test_integer_labels_with_infinity_are_refused(tmp_path):
         load_data(rows_csv(tmp_path, header, rows))
 
 
-def test_nan_labels_are_missing_and_dropped(tmp_path, caplog):
+def test_nan_labels_are_missing(tmp_path, caplog):
     # Decision: 'nan' (how str() writes a missing float) is a missing label, as a blank cell
-    # or a DataFrame NaN is: the row is dropped with the usual warning.
+    # or a DataFrame NaN is: the row is an unlabeled row, never a training target.
     values = ["0.5", "nan", "1.5", "NaN", "2.5", "3.5", "4.5", "5.5", "6.5", "7.5"]
     rows, header = labelled(values, label="score")
-    with caplog.at_level(logging.WARNING, logger="autotl"):
+    with caplog.at_level(logging.INFO, logger="autotl"):
         data = load_data(rows_csv(tmp_path, header, rows))
-    assert data.task is Task.REGRESSION and data.dropped_rows == 2
+    assert data.task is Task.REGRESSION and data.dropped_rows == 0 and len(data.unlabeled) == 2
     targets = np.concatenate([data.train.targets, data.val.targets])
     assert np.isfinite(targets).all() and len(targets) == 8
-    assert "dropped 2 of 10 rows with missing text or label" in caplog.text
+    assert "2 unlabeled rows found" in caplog.text
     # integer classes: 'nan' is no third class
     rows, header = labelled(["0", "1"] * 5 + ["nan"])
     assert load_data(rows_csv(tmp_path, header, rows, name="ints.csv")).label_names == ("0", "1")
@@ -122,7 +122,7 @@ def test_dataframe_infinity_is_refused_and_nan_dropped():
     with pytest.raises(DataError, match="label column 'y' in <DataFrame> has labels that are not finite"):
         load_data(frame)
     data = load_data(frame.drop(index=2))
-    assert data.dropped_rows == 1 and np.isfinite(data.train.targets).all()
+    assert data.unlabeled == ("t4",) and np.isfinite(data.train.targets).all()
 
 
 def test_val_file_infinity_is_named(tmp_path):

@@ -94,7 +94,7 @@ def test_dataframe_input_and_schema(tmp_path):
     frame = pd.DataFrame({"sentence": [f"s{i}" for i in range(10)], "y": [0, 1] * 5})
     blanks = pd.DataFrame({"sentence": ["  ", None, "s"], "y": [1, 0, None]})
     data = load_data(pd.concat([frame, blanks]), test=frame.iloc[:4])
-    assert data.dropped_rows == 3
+    assert data.dropped_rows == 2 and data.unlabeled == ("s",)  # a text without a label is an unlabeled row
     assert (data.source, data.text_col, data.label_col) == ("<DataFrame>", "sentence", "y")
     assert data.label_names == ("0", "1")
     assert data.test.texts == ("s0", "s1", "s2", "s3")
@@ -143,14 +143,15 @@ def test_fingerprint_changes_with_content(tmp_path):
     assert len(base) == 64
 
 
-def test_missing_rows_are_dropped_with_one_warning(tmp_path, caplog):
+def test_rows_without_text_are_dropped_with_one_warning(tmp_path, caplog):
     rows = balanced(5) + [",neg", "   ,pos", "text without label,", "text,  "]
     with caplog.at_level(logging.WARNING, logger="autotl"):
         data = load_data(csv(tmp_path, rows))
-    assert data.dropped_rows == 4
+    assert data.dropped_rows == 2
+    assert data.unlabeled == ("text without label", "text")  # kept as unlabeled rows (test_unlabeled.py)
     assert len(data.train.texts) + len(data.val.texts) == 10
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [f"{tmp_path / 'data.csv'}: dropped 4 of 14 rows with missing text or label"]
+    assert warnings == [f"{tmp_path / 'data.csv'}: dropped 2 of 14 rows with missing text"]
 
 
 def test_val_and_test_files(tmp_path):

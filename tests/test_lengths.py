@@ -77,8 +77,6 @@ def long_rows(n: int) -> list[tuple[str, str]]:
 
 
 def test_many_rows_cut_search_head_tail_and_the_report_says_so(tmp_path, tiny_model_dir, caplog):
-    from autotl.objective import run_params  # noqa: F401  (the module the trials go through)
-
     with caplog.at_level(logging.INFO, logger="autotl"):
         result = autotl.search(write_csv(tmp_path / "d.csv", long_rows(60)), model=tiny_model_dir, n_trials=4,
                                strategies=["linear_probe"], max_length=8, out=str(tmp_path / "run"),

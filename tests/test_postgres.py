@@ -89,12 +89,16 @@ def test_a_worker_killed_mid_trial_has_its_trial_rerun(tiny_csv, tiny_model_dir,
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     victim = None
+    # One storage for the whole wait: optuna.load_study(storage=URL) builds a new engine (and
+    # keeps its connection) each time, and on a slow machine the polls exhausted the server's
+    # connections ("too many clients already")
+    watching = optuna.storages.RDBStorage(URL)
     while victim is None:
         assert proc.poll() is None, proc.stdout.read().decode()
         assert time.monotonic() < deadline, "the sleeping trial never started"
         time.sleep(0.5)
         try:
-            study = optuna.load_study(study_name=name, storage=URL)
+            study = optuna.load_study(study_name=name, storage=watching)
         except KeyError:
             continue
         running = [t for t in study.trials if t.state.name == "RUNNING" and t.params.get("strategy") == "sleeponce"]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import autotl
+import autotl.plugins  # noqa: F401  (the tests read autotl.plugins.Registry; alone, nothing else imports it)
 from autotl.errors import UsageError
 from autotl.export import load_model, save_best
 from autotl.storage import open_storage

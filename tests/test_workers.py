@@ -105,10 +105,10 @@ def _oom_when_batch_over(limit: int, monkeypatch):
 
     original = autotl.train._loss
 
-    def loss(logits, targets, regression):
+    def loss(logits, targets, settings, *rest):
         if len(targets) > limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return original(logits, targets, regression)
+        return original(logits, targets, settings, *rest)
 
     monkeypatch.setattr(autotl.train, "_loss", loss)
 

@@ -1,0 +1,111 @@
+"""Strategies that learn from unlabeled rows too: `tapt` (task-adaptive pretraining:
+Gururangan et al. 2020) and `self_training` (a teacher pseudo-labels the unlabeled rows it is
+sure of; the model goes on training on labelled + pseudo-labelled rows).
+
+Neither is offered when the data has no unlabeled rows (`unsupported`): rows with an empty
+label cell, or `--unlabeled U.csv`. Their Stages reach those rows through `Stage.start`
+(autotl.strategy); the heavy lifting lives in `autotl.tapt` and `autotl.pseudolabel`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ..hookspecs import hookimpl
+from ..strategy import ParamGroup, Plan, Stage, TrainedStrategy, TrainingSpace, namespaced
+
+NEEDS_UNLABELED = ("it learns from unlabeled rows and the data has none; leave the label cell of such rows "
+                   "empty, or pass --unlabeled U.csv (a CSV with the same text column)")
+# The grid of masked-LM steps is small on purpose: each value is one adapted backbone, computed
+# once per search and shared by every trial that draws it.
+MLM_STEPS = (100, 300, 1000)
+
+
+def _no_unlabeled(data) -> bool:
+    return not getattr(data, "unlabeled", ())
+
+
+def _adapt(model, context, *, steps: int):
+    """Stage start: put the backbone adapted on the training + unlabeled texts into `model`."""
+    from ..errors import StrategyError
+    from ..tapt import MLMSetting, adapted_backbone, load_adapted
+
+    if not model.backbone_path:
+        raise StrategyError("tapt needs a model built by autotl.model.build_model (its backbone_path is unknown)")
+    corpus = context.corpus.ids if context.corpus is not None else (
+        context.train.ids + (context.unlabeled.ids if context.unlabeled is not None else ()))
+    path = adapted_backbone(model.backbone_path, corpus, MLMSetting(steps), work_dir=context.work_dir,
+                            device=context.device, seed=context.seed, deadline=context.deadline)
+    load_adapted(model, path)
+    return None  # the stage trains on the labelled rows
+
+
+def _pseudo_labelled(model, context, *, threshold: float, weight: float):
+    """Stage start: the labelled rows plus the teacher's confident pseudo-labels."""
+    from ..pseudolabel import pseudo_labelled
+
+    return pseudo_labelled(model, context, threshold=threshold, weight=weight)
+
+
+class TAPT(TrainedStrategy):
+    name = "tapt"
+    description = ("task-adaptive pretraining: masked-LM training on the training + unlabeled texts, then every "
+                   "weight fine-tunes (Gururangan et al. 2020)")
+    space = TrainingSpace(lr=(1e-5, 1.5e-4), epochs=(2, 10))
+    # 100 steps: the cheapest adaptation first (it is most of the trial's cost on a CPU); the
+    # sampler moves to more steps where they pay.
+    defaults = namespaced("tapt", mlm_steps=100, lr=5e-5, epochs=3, batch_size=32, weight_decay=0.01)
+
+    def unsupported(self, data) -> str | None:
+        return NEEDS_UNLABELED if _no_unlabeled(data) else None
+
+    def own_space(self, trial):
+        return {self.key("mlm_steps"): trial.suggest_categorical(self.key("mlm_steps"), list(MLM_STEPS))}
+
+    def prepare(self, model, params):
+        t, steps = self.training(params), int(params[self.key("mlm_steps")])
+        group = ParamGroup(tuple(model.parameters()), t.lr, t.weight_decay)
+        stage = Stage((group,), t.epochs, start=functools.partial(_adapt, steps=steps))
+        return Plan((stage,), batch_size=t.batch_size, summary=f"masked-LM {steps} steps, then all weights train")
+
+
+class SelfTraining(TrainedStrategy):
+    name = "self_training"
+    description = ("a fine-tuned teacher pseudo-labels the unlabeled rows it is sure of; training goes on over "
+                   "labelled + pseudo-labelled rows, the latter weighted (1-2 rounds)")
+    space = TrainingSpace(lr=(1e-5, 1.5e-4), epochs=(2, 10))
+    defaults = namespaced("self_training", threshold=0.9, rounds=1, pseudo_weight=0.5, student_epochs=1,
+                          lr=5e-5, epochs=3, batch_size=32, weight_decay=0.01)
+
+    def unsupported(self, data) -> str | None:
+        if data.task.value != "classification":
+            return (f"it pseudo-labels single-label classes and this is {data.task.value} data; "
+                    "tapt also learns from unlabeled rows")
+        return NEEDS_UNLABELED if _no_unlabeled(data) else None
+
+    def own_space(self, trial):
+        return {self.key("threshold"): trial.suggest_float(self.key("threshold"), 0.6, 0.99),
+                self.key("rounds"): trial.suggest_int(self.key("rounds"), 1, 2),
+                self.key("pseudo_weight"): trial.suggest_float(self.key("pseudo_weight"), 0.1, 1.0),
+                self.key("student_epochs"): trial.suggest_int(self.key("student_epochs"), 1, 3)}
+
+    def prepare(self, model, params):
+        t = self.training(params)
+        threshold, rounds = float(params[self.key("threshold")]), int(params[self.key("rounds")])
+        group = ParamGroup(tuple(model.parameters()), t.lr, t.weight_decay)
+        teacher = Stage((group,), t.epochs)
+        # The student starts from the teacher's weights (the model carries over between
+        # stages), not afresh: a fresh student would first relearn the few labelled rows, at
+        # twice the cost, and the per-epoch validation still keeps the teacher's epoch should
+        # the pseudo-labels hurt. Each round's teacher is the previous round's student.
+        start = functools.partial(_pseudo_labelled, threshold=threshold,
+                                  weight=float(params[self.key("pseudo_weight")]))
+        students = tuple(Stage((group,), int(params[self.key("student_epochs")]), start=start)
+                         for _ in range(rounds))
+        return Plan((teacher, *students), batch_size=t.batch_size,
+                    summary=f"teacher, then {rounds} round(s) on pseudo-labels above {threshold:.2f}")
+
+
+@hookimpl
+def autotl_strategies():
+    return [TAPT(), SelfTraining()]
