@@ -147,20 +147,20 @@ def load_data(data, *, text_col=None, label_col=None, label_sep=None, val=None, 
         ml.check_label_counts(targets, label_names, name, 1, ml.LEARN_FIX)
         sep = sep or ml.SEPARATOR  # how predict writes a label set of 0/1 columns
     else:
-        task, label_names = _infer_task(labels, name, lcol)
-        targets = _encode(labels, task, label_names, name)
+        task, label_names = infer_task(labels, name, lcol)
+        targets = encode_labels(labels, task, label_names, name)
     if len(texts) < MIN_TRAIN_ROWS:
         raise DataError(f"{name} has only {len(texts)} usable rows; at least {MIN_TRAIN_ROWS} "
                         f"are needed to train; add rows")
     if val is None:
-        train_idx, val_idx = _split(targets, task, label_names, val_frac, seed, name)
-        train, val_split = _take(texts, targets, train_idx), _take(texts, targets, val_idx)
+        train_idx, val_idx = split_rows(targets, task, label_names, val_frac, seed, name)
+        train, val_split = take_rows(texts, targets, train_idx), take_rows(texts, targets, val_idx)
         if len(train_idx) < MIN_TRAIN_ROWS:
             raise DataError(f"{name}: only {len(train_idx)} rows left for training after splitting "
                             f"off {len(val_idx)} for validation; at least {MIN_TRAIN_ROWS} are "
                             f"needed; add rows, lower val_frac, or pass --val VAL.csv")
     else:
-        train = _take(texts, targets, np.arange(len(texts)))
+        train = take_rows(texts, targets, np.arange(len(texts)))
         val_split, n = _extra(val, "<val DataFrame>", encoding, tcols, lcol, task, label_names, label_cols, sep)
         dropped += n
     test_split = None
@@ -175,7 +175,7 @@ def load_data(data, *, text_col=None, label_col=None, label_sep=None, val=None, 
                  unlabeled=(len(without_label), len(kept)))
     return TargetData(task=task, text_col=tcol, label_col=lcol, label_names=label_names,
                       train=train, val=val_split, test=test_split, source=name,
-                      fingerprint=_fingerprint(task, label_names, train, val_split, unlabeled=kept),
+                      fingerprint=data_fingerprint(task, label_names, train, val_split, unlabeled=kept),
                       dropped_rows=dropped, label_sep=sep, text_pair=tcols if len(tcols) == 2 else None,
                       unlabeled=kept, unlabeled_found=len(without_label))
 
@@ -193,7 +193,7 @@ def read_texts(data, text_col: str | tuple[str, str] | None = None, encoding: st
     cols, name = _read(data, encoding, name, named=pair or (text_col, *(text_col.split(",") if text_col else ())))
     columns = pair or (pairs.parse(text_col, cols) if text_col is not None else None)
     for col in columns or ():
-        _need(cols, name, col, hint)
+        need_column(cols, name, col, hint)
     columns = columns or (_infer_text(cols, exclude=None),)
     check_field_sizes(cols, name, columns)
     texts = [[v if v is not None else "" for v in cols[col]] for col in columns]
@@ -217,10 +217,10 @@ def _label_source(cols: Columns, name: str, text_col, label_col, label_cols: tup
     ml.check_columns(label_cols, cols, name)
     tcols = pairs.parse(text_col, cols) if text_col is not None else ()
     for col in tcols:
-        _need(cols, name, col)
+        need_column(cols, name, col)
         if col in label_cols:
             raise UsageError(f"text_col and label_col must differ, got '{col}' in both")
-    tcols = tcols or _infer_texts(cols, exclude=label_cols)
+    tcols = tcols or infer_texts(cols, exclude=label_cols)
     check_field_sizes(cols, name, (*tcols, *label_cols))
     lcol = ",".join(label_cols)
     cols[lcol] = ml.sets_from_columns(cols, label_cols, name)
@@ -234,7 +234,7 @@ def _as_name(col) -> str | None:
 
 # -- columns, labels, task -------------------------------------------------------------------
 
-def _need(cols: Columns, name: str, col: str, hint: str = "") -> None:
+def need_column(cols: Columns, name: str, col: str, hint: str = "") -> None:
     if col not in cols:
         raise DataError(f"column '{col}' not found in {name}{did_you_mean(col, cols)}{hint}; "
                         f"columns: {', '.join(cols)}")
@@ -246,7 +246,7 @@ def _pick_columns(cols: Columns, name: str, text_col, label_col) -> tuple[tuple[
         raise UsageError(f"text_col and label_col must differ, got '{label_col}' for both")
     for col in (*tcols, label_col):
         if col is not None:
-            _need(cols, name, col)
+            need_column(cols, name, col)
     if len(cols) < 2:
         only = ", ".join(f"'{c}'" for c in cols)
         hint = "; it looks like another delimiter: save it comma-separated" \
@@ -254,7 +254,7 @@ def _pick_columns(cols: Columns, name: str, text_col, label_col) -> tuple[tuple[
         raise DataError(f"{name} has {len(cols)} column{'s' * (len(cols) != 1)} ({only}); "
                         f"a text column and a label column are needed{hint}")
     if not tcols:
-        tcols = _infer_texts(cols, exclude=label_col)
+        tcols = infer_texts(cols, exclude=label_col)
     if label_col is None:
         if len(cols) == len(tcols):
             raise DataError(f"{name} has only the text pair's columns ({', '.join(tcols)}); a label column "
@@ -268,7 +268,7 @@ def _by_name(names: list[str], preferred: tuple[str, ...]) -> str | None:
     return next((lower[p] for p in preferred if p in lower), None)
 
 
-def _infer_texts(cols: Columns, exclude: str | tuple[str, ...] | None) -> tuple[str, ...]:
+def infer_texts(cols: Columns, exclude: str | tuple[str, ...] | None) -> tuple[str, ...]:
     """A text pair when exactly two columns hold free text (pairs.free_text_columns), else the
     one text column. A label column (the named one, else one found by its name) is no text."""
     skip = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
@@ -333,7 +333,7 @@ def _check_finite(labels: list[str], name: str) -> None:
                         f"(a missing label may be left blank)")
 
 
-def _infer_task(labels: list[str], name: str, lcol: str) -> tuple[Task, tuple[str, ...]]:
+def infer_task(labels: list[str], name: str, lcol: str) -> tuple[Task, tuple[str, ...]]:
     _check_finite(labels, f"label column '{lcol}' in {name}")
     if labels and all(_NUM.fullmatch(v) for v in labels) and \
             not all(_INT.fullmatch(v) for v in labels):
@@ -352,7 +352,7 @@ def _infer_task(labels: list[str], name: str, lcol: str) -> tuple[Task, tuple[st
     return Task.CLASSIFICATION, names
 
 
-def _encode(labels: list[str], task: Task, label_names: tuple[str, ...], name: str) -> np.ndarray:
+def encode_labels(labels: list[str], task: Task, label_names: tuple[str, ...], name: str) -> np.ndarray:
     """Targets for `labels`: class ids of known classes, or float values for regression."""
     if task is Task.REGRESSION:
         _check_finite(labels, name)
@@ -386,7 +386,7 @@ def _listing(values, limit: int = 5, width: int = 40) -> str:
 
 # -- splits ------------------------------------------------------------------------------------
 
-def _split(targets: np.ndarray, task: Task, label_names: tuple[str, ...], frac: float,
+def split_rows(targets: np.ndarray, task: Task, label_names: tuple[str, ...], frac: float,
            seed: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) row indices: stratified by class, each class on both sides (label sets:
     by each row's rarest label, `multilabel.strata`)."""
@@ -412,7 +412,7 @@ def _split(targets: np.ndarray, task: Task, label_names: tuple[str, ...], frac: 
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def _take(texts: list[str], targets: np.ndarray, idx: np.ndarray) -> Split:
+def take_rows(texts: list[str], targets: np.ndarray, idx: np.ndarray) -> Split:
     return Split(texts=tuple(texts[i] for i in idx), targets=targets[idx])
 
 
@@ -422,7 +422,7 @@ def _extra(data, frame_name: str, encoding: str, tcols: tuple[str, ...], lcol: s
     """A separate validation or test set, read with the training data's columns and classes."""
     cols, name = _read(data, encoding, frame_name, named=(*tcols, lcol, *label_cols))
     for col in (*tcols, *(label_cols or (lcol,))):
-        _need(cols, name, col)
+        need_column(cols, name, col)
     check_field_sizes(cols, name, (*tcols, *(label_cols or (lcol,))))
     tcol = pairs.texts_column(cols, tcols)
     cols[lcol] = ml.sets_from_columns(cols, label_cols, name) if label_cols else _nan_as_missing(cols[lcol])
@@ -433,10 +433,10 @@ def _extra(data, frame_name: str, encoding: str, tcols: tuple[str, ...], lcol: s
     if task is Task.MULTILABEL:
         sets = labels if label_cols else ml.parse_sets(labels, sep)
         return Split(tuple(texts), ml.encode(sets, label_names, name)), dropped
-    return Split(tuple(texts), _encode(labels, task, label_names, name)), dropped
+    return Split(tuple(texts), encode_labels(labels, task, label_names, name)), dropped
 
 
-def _fingerprint(task: Task, label_names: tuple[str, ...], *splits: Split | None, unlabeled=()) -> str:
+def data_fingerprint(task: Task, label_names: tuple[str, ...], *splits: Split | None, unlabeled=()) -> str:
     h = hashlib.sha256(json.dumps([task.value, list(label_names)]).encode())
     for s in splits:
         payload = None if s is None else [list(s.texts), s.targets.tolist()]
@@ -450,7 +450,7 @@ def _unlabeled_file(data, encoding: str, tcols: tuple[str, ...]) -> list:
     """Every text of the unlabeled rows' file, read from the training data's text column(s)."""
     cols, name = _read(data, encoding, "<unlabeled DataFrame>", named=tcols)
     for col in tcols:
-        _need(cols, name, col, " (unlabeled rows need the training data's text column)")
+        need_column(cols, name, col, " (unlabeled rows need the training data's text column)")
     check_field_sizes(cols, name, tcols)
     texts = [t for t in cols[pairs.texts_column(cols, tcols)] if t is not None]
     if not texts:

@@ -104,15 +104,15 @@ def load(cols: dict, source: str, names: tuple[str, ...], *, text_col, label_sep
                          "--label-sep")
     if unlabeled is not None:
         raise UsageError("--unlabeled is not supported with several task columns (multi-task); leave it out")
-    tcols = pairs.parse(text_col, cols) if text_col is not None else d._infer_texts(cols, exclude=names)
+    tcols = pairs.parse(text_col, cols) if text_col is not None else d.infer_texts(cols, exclude=names)
     for col in tcols:
-        d._need(cols, source, col)
+        d.need_column(cols, source, col)
         if col in names:
             raise UsageError(f"text_col and label_col must differ, got '{col}' in both")
     check_field_sizes(cols, source, (*tcols, *names))
     tcol = pairs.texts_column(cols, tcols)
     texts, labels, dropped = _rows(cols, source, tcol, names)
-    kinds = [d._infer_task(labels[n], source, n) for n in names]
+    kinds = [d.infer_task(labels[n], source, n) for n in names]
     specs = tuple(TaskSpec(n, task.value, classes) for n, (task, classes) in zip(names, kinds))
     targets = _encode(specs, labels, source)
     if len(texts) < d.MIN_TRAIN_ROWS:
@@ -123,10 +123,10 @@ def load(cols: dict, source: str, names: tuple[str, ...], *, text_col, label_sep
         first = next((j for j, s in enumerate(specs) if s.kind == "classification"), None)
         by = (targets[:, first].astype(np.int64), d.Task.CLASSIFICATION, specs[first].label_names) \
             if first is not None else (targets[:, 0], d.Task.REGRESSION, ())
-        train_idx, val_idx = d._split(by[0], by[1], by[2], val_frac, seed, source)
-        train, val_split = d._take(texts, targets, train_idx), d._take(texts, targets, val_idx)
+        train_idx, val_idx = d.split_rows(by[0], by[1], by[2], val_frac, seed, source)
+        train, val_split = d.take_rows(texts, targets, train_idx), d.take_rows(texts, targets, val_idx)
     else:
-        train = d._take(texts, targets, np.arange(len(texts)))
+        train = d.take_rows(texts, targets, np.arange(len(texts)))
         val_split, n = _extra(val, "<val DataFrame>", encoding, tcols, specs)
         dropped += n
     test_split = None
@@ -140,7 +140,7 @@ def load(cols: dict, source: str, names: tuple[str, ...], *, text_col, label_sep
                        for s in specs), len(train.texts), len(val_split.texts))
     return d.TargetData(task=d.Task.MULTITASK, text_col=tcol, label_col=",".join(names), label_names=(),
                         train=train, val=val_split, test=test_split, source=source,
-                        fingerprint=d._fingerprint(d.Task.MULTITASK, tuple(s.name for s in specs), train, val_split),
+                        fingerprint=d.data_fingerprint(d.Task.MULTITASK, tuple(s.name for s in specs), train, val_split),
                         dropped_rows=dropped, text_pair=tcols if len(tcols) == 2 else None, tasks=specs)
 
 
@@ -157,7 +157,7 @@ def _rows(cols: dict, source: str, tcol: str, names: tuple[str, ...]):
 def _encode(specs: Sequence[TaskSpec], labels: dict, source: str) -> np.ndarray:
     from . import data as d
 
-    columns = [d._encode(labels[s.name], d.Task(s.kind), s.label_names, f"label column '{s.name}' in {source}")
+    columns = [d.encode_labels(labels[s.name], d.Task(s.kind), s.label_names, f"label column '{s.name}' in {source}")
                for s in specs]
     return np.stack([c.astype(np.float32) for c in columns], axis=1) if columns else np.zeros((0, 0), np.float32)
 
@@ -171,7 +171,7 @@ def _extra(frame, frame_name: str, encoding: str, tcols: tuple[str, ...], specs:
     names = tuple(s.name for s in specs)
     cols, source = read_columns(frame, encoding, frame_name, named=(*tcols, *names))
     for col in (*tcols, *names):
-        d._need(cols, source, col)
+        d.need_column(cols, source, col)
     tcol = pairs.texts_column(cols, tcols)
     texts, labels, dropped = _rows(cols, source, tcol, names)
     if not texts:
