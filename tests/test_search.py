@@ -44,7 +44,12 @@ def autotl_strategies():
 
 
 BROKEN = probe_variant("broken", 'raise RuntimeError("boom: this strategy cannot prepare")')
-SLOW, FAST = "time.sleep(30); return super().prepare(model, params)", "return super().prepare(model, params)"
+# The slow prepare() marks that it started: every parameter of its trial is drawn by then
+# (a kill while they were still being drawn left a partial configuration that the resumed
+# search completes differently, and the test saw no rerun of "the same" configuration).
+SLOW = ("__import__('pathlib').Path(__import__('os').environ['AUTOTL_TEST_MARKER']).touch(); "
+        "time.sleep(30); return super().prepare(model, params)")
+FAST = "return super().prepare(model, params)"
 
 
 def _search(csv, model, out, **kw):
@@ -211,15 +216,16 @@ def _search_until_sleeping(csv, model, out, site, sleeper):
     command and environment) once trial 0 is best/ and the sleeper's trial is running."""
     cmd = [sys.executable, "-m", "autotl.cli", "search", csv, "--model", model,
            "--strategies", f"linear_probe,{sleeper}", "--n-trials", "3", "--out", str(out), "--no-progress"]
+    marker = out.parent / f"{sleeper}.sleeping"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")]),
            # a killed search's trial is taken for dead after 2 s of silence (its heartbeat)
-           "AUTOTL_HEARTBEAT_SECONDS": "1", "AUTOTL_HEARTBEAT_GRACE": "2"}
+           "AUTOTL_HEARTBEAT_SECONDS": "1", "AUTOTL_HEARTBEAT_GRACE": "2", "AUTOTL_TEST_MARKER": str(marker)}
     # A shell that runs this suite in the background (as CI may) ignores SIGINT, and the
     # child would inherit that; give it the default disposition, as a terminal would.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
-    while not (out / "best" / "autotl.json").exists() or sleeper not in _running(out):
+    while not (out / "best" / "autotl.json").exists() or sleeper not in _running(out) or not marker.exists():
         assert proc.poll() is None, proc.stdout.read().decode()
         assert time.monotonic() < deadline, f"the search never reached the {sleeper} trial"
         time.sleep(0.2)
