@@ -47,7 +47,8 @@ BROKEN = probe_variant("broken", 'raise RuntimeError("boom: this strategy cannot
 # The slow prepare() marks that it started: every parameter of its trial is drawn by then
 # (a kill while they were still being drawn left a partial configuration that the resumed
 # search completes differently, and the test saw no rerun of "the same" configuration).
-SLOW = ("__import__('pathlib').Path(__import__('os').environ['AUTOTL_TEST_MARKER']).touch(); "
+SLOW = ("marker = __import__('os').environ.get('AUTOTL_TEST_MARKER'); "
+        "marker and __import__('pathlib').Path(marker).touch(); "
         "time.sleep(30); return super().prepare(model, params)")
 FAST = "return super().prepare(model, params)"
 
