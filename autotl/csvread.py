@@ -47,7 +47,7 @@ def read_columns(data, encoding: str, frame_name: str, named=()) -> tuple[Column
                         f"is held in memory); pass a sample of its rows")
     try:
         raw = path.read_bytes()
-        frame = parse_csv(_decode(raw, name, encoding), name, named)
+        frame = parse_csv(decode(raw, name, encoding), name, named)
         del raw  # not needed while the columns are built
         return {c: [v if v.strip() else None for v in frame[c].tolist()] for c in frame.columns}, name
     except OSError as e:
@@ -81,7 +81,8 @@ def _cell(v) -> str | None:
     return str(v)
 
 
-def _decode(raw: bytes, name: str, encoding: str) -> str:
+def decode(raw: bytes, name: str, encoding: str) -> str:
+    """A file's bytes as text; DataError names a bad encoding, NUL bytes or an empty file."""
     try:
         codec = codecs.lookup(encoding).name
     except LookupError:

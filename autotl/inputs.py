@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from .csvread import decode
 from .errors import DataError
 
 STDIN = "-"
@@ -22,23 +23,18 @@ def predict_input(data, encoding: str = "utf-8", stdin=None) -> tuple[object, st
     unchanged, JSON lines or standard input read into a DataFrame."""
     if isinstance(data, (str, Path)) and str(data) == STDIN:
         raw = (stdin or sys.stdin.buffer).read()
-        text = _decode(raw, "<stdin>", encoding)
-        if not text.strip():
+        if not raw.strip():
             raise DataError("standard input is empty; pipe CSV (with a header) or JSON lines into it")
+        text = decode(raw, "<stdin>", encoding)
         if text.lstrip().startswith(("{", "[")):
             return _json_frame(text, "<stdin>"), "<stdin>"
         return _csv_frame(text), "<stdin>"
     if isinstance(data, (str, Path)) and Path(data).suffix.lower() in JSON_SUFFIXES and Path(data).is_file():
-        return _json_frame(_decode(Path(data).read_bytes(), str(data), encoding), str(data)), str(data)
+        raw = Path(data).read_bytes()
+        if not raw.strip():
+            raise DataError(f"{data} holds no JSON objects")
+        return _json_frame(decode(raw, str(data), encoding), str(data)), str(data)
     return data, "<DataFrame>"
-
-
-def _decode(raw: bytes, name: str, encoding: str) -> str:
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{name} is not {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                        "pass --encoding") from None
 
 
 def _json_frame(text: str, name: str):
