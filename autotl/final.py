@@ -29,7 +29,7 @@ from .batching import concat
 from .errors import AutotlError
 from .export import save_best
 from .multitask import TASK_SCORES
-from .objective import BACKBONE, STRATEGY, THRESHOLD, head_of, run_params
+from .objective import BACKBONE, HORIZON, STRATEGY, THRESHOLD, head_of, run_params
 
 log = logging.getLogger("autotl")
 
@@ -164,7 +164,8 @@ def _refit(trial, setup):
     # No deadline: the budget kept time back for this, and a final model must train in full.
     final = replace(setup, train=rows, val=None,
                     fit=replace(setup.fit, deadline=None, max_epochs=epochs,
-                                finalize_choice=trial.user_attrs.get("finalized")))
+                                finalize_choice=trial.user_attrs.get("finalized"),
+                                horizon=tuple(h) if (h := trial.user_attrs.get(HORIZON)) else None))
     return run_params(final, dict(trial.params), desc=f"refit trial {trial.number}")
 
 

@@ -35,6 +35,7 @@ STRATEGY = "strategy"  # the first decision of every trial on one backbone
 POOLING = "head.pooling"  # the head, searched with the strategy
 VAL_PREDICTIONS = "val_predictions"  # user attr: the kept model's predictions on the validation rows
 THRESHOLD = "threshold"  # user attr of a multi-label trial: its decision threshold, tuned on validation
+HORIZON = "horizon"  # user attr: epochs per stage its schedules spanned, when shrunk to fit the --timeout
 DUPLICATE_OF = "duplicate_of"  # user attr: the earlier trial that already ran this configuration
 SKIPPED = "skipped"  # user attr: why the trial did not run (it would not finish within the budget)
 UPLOAD_ERROR = "upload_error"  # trial user attr: why its model is not in the artifact store
@@ -358,6 +359,10 @@ class Objective:
             trial.set_user_attr("finalized", result.finalized)
         if result.truncated:
             trial.set_user_attr("truncated", "stopped early at the --timeout")
+        if result.horizon is not None:  # its refit replays these schedules (final._refit)
+            trial.set_user_attr(HORIZON, list(result.horizon))
+            trial.set_user_attr("summary", f"{trial.user_attrs['summary']}; schedule fitted to the --timeout: "
+                                           f"{sum(result.horizon)} epoch(s)")
         if self.on_complete is not None:
             try:
                 self.on_complete(trial, outcome)

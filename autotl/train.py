@@ -37,9 +37,14 @@ class FitSettings:
     pad_id: int  # tokenizer's padding id
     device: str = "cpu"  # "cpu" or "cuda[:n]"
     seed: int = 0  # dropout, head init and batch order
-    deadline: Budget | None = None  # once passed, no new epoch starts (the first always runs)
+    # once passed, no new epoch starts (the first always runs); a schedule that would run
+    # past it is shrunk to the epochs that fit (`fitted_span`)
+    deadline: Budget | None = None
     max_epochs: int | None = None  # stop after this many epochs in all (a refit's best epoch)
     finalize_choice: dict | None = None  # a refit re-applies what finalize chose in the trial
+    # epochs each stage's learning-rate schedule spans: a refit replays its trial's
+    # (FitResult.horizon) so that its first best_epoch + 1 epochs follow the same rates
+    horizon: tuple[int, ...] | None = None
     progress: bool = False  # a tqdm bar per trial on stderr
     use_cache: bool = True  # reuse what frozen layers compute (features.py, activations.py)
     accumulation: int = 1  # micro-batches per optimizer step (an out-of-memory retry uses 2)
@@ -71,6 +76,7 @@ class FitResult:
     finalized: dict | None = None  # what the Plan's finalize chose (e.g. WiSE-FT's alpha)
     val_predictions: np.ndarray | None = None  # the kept model's predictions on the validation rows
     threshold: float | None = None  # multi-label: the kept model's decision threshold, tuned on validation
+    horizon: tuple[int, ...] | None = None  # epochs per stage the schedules spanned, when shrunk to the deadline
 
 
 def autocast_for(device: str):
@@ -114,15 +120,45 @@ def _set_modes(model, encoder_frozen: bool) -> None:
             block.eval()
 
 
-def _schedule(optimizer, total_steps: int, warmup_ratio: float):
-    warmup = int(total_steps * warmup_ratio)
+class _Schedule:
+    """Linear warmup, then linear decay to zero at the end of `epochs` epochs of `steps`
+    steps. The span can shrink mid-stage (`shrink`): a trial the deadline would cut ends its
+    decay in the epochs that fit, instead of stopping at a high learning rate (measured:
+    AG News, 1,000 rows, 1x the recipe's time: the first trial, 6 planned epochs, stopped
+    after 2 and its refit scored 0.845 against the recipe's 0.872)."""
 
-    def factor(step: int) -> float:
+    def __init__(self, optimizer, epochs: int, steps: int, warmup_ratio: float):
+        self.epochs, self.steps, self.warmup_ratio = epochs, steps, warmup_ratio
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._factor)
+
+    def _factor(self, step: int) -> float:
+        total = self.epochs * self.steps
+        warmup = int(total * self.warmup_ratio)
         if step < warmup:
             return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        return max(0.0, (total - step) / max(1, total - warmup))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def step(self) -> None:
+        self.scheduler.step()
+
+    def shrink(self, epochs: int) -> None:
+        self.epochs = min(self.epochs, epochs)
+        # the rate of the next step was set on the old span: set it on the new one
+        step = self.scheduler.last_epoch
+        for group, base in zip(self.scheduler.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * self._factor(step)
+
+
+def fitted_span(spans: list[int], stage: int, done: int, fit_epochs: int) -> int:
+    """Stage `stage`'s span (in epochs) when only `fit_epochs` more epochs fit before the
+    deadline: the epochs still planned (this stage's rest, then the later stages') are cut
+    in proportion, this stage keeping its share (floored; the later stages are fitted again
+    when they run). Never grows: a schedule that lengthened would raise the learning rate."""
+    rest = spans[stage] - done
+    left = rest + sum(spans[stage + 1:])
+    if fit_epochs >= left:
+        return spans[stage]
+    return done + (max(0, fit_epochs) * rest) // left
 
 
 def _loss(logits: torch.Tensor, targets: torch.Tensor, settings: FitSettings,
@@ -317,11 +353,13 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     total = plan.epochs if settings.max_epochs is None else min(plan.epochs, settings.max_epochs)
     bar = _bar(settings, sum(s.epochs for s in plan.stages) * steps_per_epoch)
     epoch, truncated, last_epoch_seconds, scores = 0, False, 0.0, []
+    planned = [s.epochs for s in plan.stages]
+    spans = list(settings.horizon) if settings.horizon is not None else list(planned)
     deadline = settings.deadline
     context = Context(train, unlabeled, settings.work_dir, settings.pad_id, settings.device, settings.seed, corpus,
                       settings.deadline)
     try:
-        for stage in plan.stages:
+        for index, stage in enumerate(plan.stages):
             rows = _stage_rows(model, stage, context)
             stage_steps = math.ceil(len(rows.data) / plan.batch_size)
             bar.total += stage.epochs * (stage_steps - steps_per_epoch)  # a stage on other rows
@@ -329,8 +367,9 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
             forward = StageForward(model, settings, encoder_frozen=encoder_frozen)
             optimizer = torch.optim.AdamW([{"params": list(g.params), "lr": g.lr, "weight_decay": g.weight_decay}
                                            for g in stage.groups if g.params])
-            scheduler = _schedule(optimizer, stage.epochs * stage_steps, plan.warmup_ratio)
-            for _ in range(stage.epochs):
+            scheduler = _Schedule(optimizer, spans[index], stage_steps, plan.warmup_ratio)
+            done = 0  # epochs of this stage run
+            while done < spans[index]:
                 if epoch >= total:
                     break
                 # Not an epoch that would end past the deadline (the last one's time predicts it).
@@ -350,10 +389,21 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                     bar.set_postfix_str(f"epoch {epoch + 1} {settings.metric.name}={scores[-1]:.4f}")
                     best.offer(epoch, judged)
                 last_epoch_seconds = time.monotonic() - epoch_start
+                done += 1
                 if deadline is not None:
                     deadline.note_epoch(last_epoch_seconds)
+                    if (left := deadline.remaining()) is not None:
+                        fit = int(left // max(last_epoch_seconds, 1e-9))
+                        span = fitted_span(spans, index, done, fit)
+                        if span < spans[index]:
+                            bar.total -= (spans[index] - span) * stage_steps
+                            # No epoch fits: the rates never reached zero, a cut like the deadline's.
+                            truncated = fit <= 0
+                            spans[index] = span
+                            scheduler.shrink(span)
                 if val is not None and on_epoch is not None:
-                    on_epoch(epoch, scores[-1], total - epoch - 1)  # may raise optuna.TrialPruned
+                    left_epochs = min(total, epoch + 1 - done + sum(spans[index:])) - epoch - 1  # planned, run
+                    on_epoch(epoch, scores[-1], max(0, left_epochs))  # may raise optuna.TrialPruned
                 epoch += 1
             if truncated or epoch >= total:
                 break
@@ -364,7 +414,8 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
             p.grad = None
     best.restore()
     model.eval()
-    return _finish(model, plan, val, settings, best, scores, epoch, truncated, time.monotonic() - start)
+    horizon = tuple(spans) if spans != planned and settings.horizon is None else None
+    return _finish(model, plan, val, settings, best, scores, epoch, truncated, time.monotonic() - start, horizon)
 
 
 def _stage_rows(model, stage: Stage, context: Context) -> StageRows:
@@ -381,7 +432,7 @@ def _stage_rows(model, stage: Stage, context: Context) -> StageRows:
 
 
 def _finish(model, plan: Plan, val, settings: FitSettings, best: _Best, scores: list, epochs_run: int,
-            truncated: bool, seconds: float) -> FitResult:
+            truncated: bool, seconds: float, horizon: tuple[int, ...] | None) -> FitResult:
     """The Plan's finalize step (on the best epoch's weights), then the result."""
     score, epoch, predicted, finalized, threshold = best.score, best.epoch, best.predictions, None, best.threshold
     if val is None:
@@ -394,7 +445,7 @@ def _finish(model, plan: Plan, val, settings: FitSettings, best: _Best, scores: 
         judged = validate(model, val, settings)  # the model kept is the finalized one
         score, predicted, threshold = judged.score, judged.predictions, judged.threshold
     return FitResult(score, epoch, tuple(scores), seconds, plan.trainable_parameters(), truncated, finalized,
-                     predicted, threshold)
+                     predicted, threshold, horizon)
 
 
 def validate(model, data: Encoded, settings: FitSettings) -> Scored:
