@@ -98,6 +98,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", help=f"comma-separated subset of {','.join(CONTENDERS)}")
     p.add_argument("--loo-portfolio", type=Path, metavar="DIR", help="pass --portfolio DIR/<dataset>.json "
                    "to autotl where that file exists")
+    p.add_argument("--no-knowledge", action="store_true", help="autotl neither reads nor records its "
+                   "knowledge base of past searches, so no cell learns from another (or from runs before)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON, read to resume "
                    f"(default {DEFAULT_OUT.relative_to(ROOT)}); the table goes beside it (.md)")
@@ -236,7 +238,8 @@ def command(contender: str, cell: Cell, x: float | None, budget: float | None, w
     run_dir = work / "autotl-run"
     extra = ["--portfolio", str(path)] if (path := portfolio(args, cell.dataset)) else []
     return ([py, "-m", "autotl.cli", "search", str(cell.train), "--test", str(cell.test), "--timeout", timeout,
-             "--seed", seed, "--out", str(run_dir), "--no-progress", *length, *extra],
+             "--seed", seed, "--out", str(run_dir), "--no-progress", *length, *extra,
+             *(["--no-knowledge"] if args.no_knowledge else [])],
             lambda: autotl_result(run_dir))
 
 
@@ -525,6 +528,7 @@ class Matrix:
         if contender == "autotl":
             path = portfolio(self.args, cell.dataset)
             row["portfolio"] = str(path) if path else None
+            row["knowledge"] = not self.args.no_knowledge
         return {**row, **git, "started": started, "max_length": self.args.max_length, "machine": self.machine}
 
 
