@@ -198,11 +198,12 @@ def _resolve_lengths(config, target, backbones):
 
 
 def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "auto",
-         artifacts=None, out=None, threads: int | None = None, progress: bool = False) -> int:
+         artifacts=None, out=None, threads: int | None = None, progress: bool = False, unlabeled=None) -> int:
     """Join a study started by `search` and run its trials until its budget is spent.
 
     The study records the search's RunConfig; `data` overrides the data path (another
-    machine's copy: the rows must be the same), `artifacts` the artifact store's directory
+    machine's copy: the rows must be the same), `unlabeled` the search's --unlabeled file
+    (likewise a copy with the same texts), `artifacts` the artifact store's directory
     (must be the one the search reads: a shared directory), `out` where to keep best/
     (default: the search's run directory when it exists here). A worker whose data,
     backbone, metric, strategies or heads differ from the study's is refused with one
@@ -226,6 +227,13 @@ def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "
     data_path = str(data) if data is not None else config.data
     if not Path(data_path).is_file():
         raise DataError(f"the study's data {data_path} is not on this machine; pass --data with a copy of it")
+    if unlabeled is not None and config.unlabeled is None:
+        raise UsageError("--unlabeled: this study's search was given no unlabeled file; run the worker without it")
+    if unlabeled is not None or config.unlabeled is not None:
+        config = replace(config, unlabeled=str(unlabeled if unlabeled is not None else config.unlabeled))
+        if not Path(config.unlabeled).is_file():
+            raise DataError(f"the study's unlabeled rows {config.unlabeled} are not on this machine; pass "
+                            "--unlabeled with a copy of them")
     store_dir = _artifact_dir(artifacts, config)
     seconds_left = config.seconds_left()
     if seconds_left is not None and seconds_left <= 0:

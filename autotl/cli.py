@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--study-name", default="autotl", help="study name in the storage (default autotl)")
     w.add_argument("--data", metavar="DATA.csv", help="this machine's copy of the dataset (default: the "
                                                       "path recorded by the search)")
+    w.add_argument("--unlabeled", metavar="U.csv", help="this machine's copy of the search's --unlabeled file "
+                                                        "(default: the path recorded by the search)")
     w.add_argument("--artifacts", metavar="DIR", help="the search's artifact store (default: as recorded)")
     w.add_argument("--out", metavar="RUN_DIR", help="also keep best/ here (default: the search's run "
                                                     "directory if it exists on this machine)")
@@ -282,7 +284,8 @@ def _worker(args) -> int:
 
     storage = _storage(args)
     done = work(storage=storage, study_name=args.study_name, data=args.data, device=args.device,
-                artifacts=args.artifacts, out=args.out, threads=args.threads, progress=args.progress)
+                artifacts=args.artifacts, out=args.out, threads=args.threads, progress=args.progress,
+                unlabeled=args.unlabeled)
     logging.getLogger("autotl").info("worker done: %d trial(s) finished here", done)
     return 0
 

@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import optuna
 import pytest
@@ -95,6 +96,35 @@ def test_a_worker_with_other_data_cannot_join(tiny_csv, tiny_model_dir, tmp_path
         autotl.work(storage=str(run / "study.journal"), study_name="nope")
     with pytest.raises(UsageError, match="artifact store .* not found"):
         autotl.work(storage=str(run / "study.journal"), artifacts=tmp_path / "missing")
+
+
+def test_a_worker_reads_its_own_copy_of_the_unlabeled_file(tiny_csv, tiny_model_dir, tmp_path):
+    from autotl.errors import DataError
+
+    texts = [(t,) for t, _ in sentiment_rows(8, seed=4)]
+    unlabeled = write_csv(tmp_path / "u.csv", texts, header=("text",))
+    run = tmp_path / "run"
+    autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=1, strategies=["linear_probe"],
+                  unlabeled=unlabeled, progress=False)
+    journal = str(run / "study.journal")
+    study = _study(run)
+    study.set_user_attr("autotl_run", {**study.user_attrs["autotl_run"], "n_trials": 2})  # room for one more
+    copy = tmp_path / "elsewhere.csv"
+    Path(unlabeled).rename(copy)  # another machine: the recorded path is not there
+    with pytest.raises(DataError, match=r"unlabeled rows .*u\.csv are not on this machine; pass --unlabeled"):
+        autotl.work(storage=journal, device="cpu")
+    other = write_csv(tmp_path / "other.csv", [(t,) for t, _ in sentiment_rows(8, seed=9)], header=("text",))
+    with pytest.raises(UsageError, match="content hash"):  # other texts: not the study's rows
+        autotl.work(storage=journal, device="cpu", unlabeled=other)
+    assert autotl.work(storage=journal, device="cpu", unlabeled=copy) == 1
+
+
+def test_a_worker_refuses_an_unlabeled_file_the_search_did_not_have(tiny_csv, tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=1, strategies=["linear_probe"], progress=False)
+    extra = write_csv(tmp_path / "u.csv", [(t,) for t, _ in sentiment_rows(8, seed=4)], header=("text",))
+    with pytest.raises(UsageError, match="given no unlabeled file; run the worker without it"):
+        autotl.work(storage=str(run / "study.journal"), device="cpu", unlabeled=extra)
 
 
 def _oom_when_batch_over(limit: int, monkeypatch):
