@@ -1,4 +1,4 @@
-"""CSV or DataFrame -> TargetData: column and task inference, validation, splits."""
+"""CSV or DataFrame -> TargetData: the columns (columns.py), task inference, validation, splits."""
 
 from __future__ import annotations
 
@@ -13,18 +13,14 @@ import numpy as np
 
 from autotl import multilabel as ml
 from autotl import pairs
-from autotl.errors import DataError, UsageError, did_you_mean
+from autotl.errors import DataError, UsageError
 
+from .columns import infer_text, infer_texts, need_column, pick_columns
 from .csvread import _NUM, Columns, check_field_sizes
 from .csvread import read_columns as _read
 
 log = logging.getLogger("autotl")
 
-# Column names people use, in order of preference; matched case-insensitively.
-TEXT_NAMES = ("text", "sentence", "review", "content", "body", "document", "message", "comment",
-              "utterance", "question", "tweet", "query")
-LABEL_NAMES = ("label", "labels", "class", "category", "target", "y", "sentiment", "intent",
-               "score", "rating", "valence")
 MIN_TRAIN_ROWS = 4
 # Unlabeled rows kept at most (a seeded random sample of them). What uses them is linear in
 # their number and repeated: self-training pseudo-labels all of them in every trial, and the
@@ -194,7 +190,7 @@ def read_texts(data, text_col: str | tuple[str, str] | None = None, encoding: st
     columns = pair or (pairs.parse(text_col, cols) if text_col is not None else None)
     for col in columns or ():
         need_column(cols, name, col, hint)
-    columns = columns or (_infer_text(cols, exclude=None),)
+    columns = columns or (infer_text(cols, exclude=None),)
     check_field_sizes(cols, name, columns)
     texts = [[v if v is not None else "" for v in cols[col]] for col in columns]
     if len(columns) == 2:
@@ -207,7 +203,7 @@ def _label_source(cols: Columns, name: str, text_col, label_col, label_cols: tup
     """(text column, or the two of a text pair; label column); several 0/1 label columns become
     one column of label-name tuples (None where a cell is missing), named "a,b,c"."""
     if not label_cols:
-        tcols, lcol = _pick_columns(cols, name, text_col, label_col)
+        tcols, lcol = pick_columns(cols, name, text_col, label_col)
         check_field_sizes(cols, name, (*tcols, lcol))
         cols[lcol] = _nan_as_missing(cols[lcol])
         return tcols, lcol
@@ -232,71 +228,7 @@ def _as_name(col) -> str | None:
     return None if col is None else str(col)
 
 
-# -- columns, labels, task -------------------------------------------------------------------
-
-def need_column(cols: Columns, name: str, col: str, hint: str = "") -> None:
-    if col not in cols:
-        raise DataError(f"column '{col}' not found in {name}{did_you_mean(col, cols)}{hint}; "
-                        f"columns: {', '.join(cols)}")
-
-
-def _pick_columns(cols: Columns, name: str, text_col, label_col) -> tuple[tuple[str, ...], str]:
-    tcols = pairs.parse(text_col, cols) if text_col is not None else ()
-    if label_col is not None and label_col in tcols:
-        raise UsageError(f"text_col and label_col must differ, got '{label_col}' for both")
-    for col in (*tcols, label_col):
-        if col is not None:
-            need_column(cols, name, col)
-    if len(cols) < 2:
-        only = ", ".join(f"'{c}'" for c in cols)
-        hint = "; it looks like another delimiter: save it comma-separated" \
-            if any(d in only for d in "\t;|") else ""
-        raise DataError(f"{name} has {len(cols)} column{'s' * (len(cols) != 1)} ({only}); "
-                        f"a text column and a label column are needed{hint}")
-    if not tcols:
-        tcols = infer_texts(cols, exclude=label_col)
-    if label_col is None:
-        if len(cols) == len(tcols):
-            raise DataError(f"{name} has only the text pair's columns ({', '.join(tcols)}); a label column "
-                            f"is needed too")
-        label_col = _infer_label(cols, exclude=tcols)
-    return tcols, label_col
-
-
-def _by_name(names: list[str], preferred: tuple[str, ...]) -> str | None:
-    lower = {c.lower(): c for c in reversed(names)}  # reversed: the first in file order wins
-    return next((lower[p] for p in preferred if p in lower), None)
-
-
-def infer_texts(cols: Columns, exclude: str | tuple[str, ...] | None) -> tuple[str, ...]:
-    """A text pair when exactly two columns hold free text (pairs.free_text_columns), else the
-    one text column. A label column (the named one, else one found by its name) is no text."""
-    skip = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
-    label = _by_name([c for c in cols if c not in skip], LABEL_NAMES) if not skip else None
-    free = pairs.free_text_columns({c: v for c, v in cols.items() if c not in (*skip, label)})
-    return tuple(free) if len(free) == 2 else (_infer_text(cols, exclude),)
-
-
-def _infer_text(cols: Columns, exclude: str | tuple[str, ...] | None) -> str:
-    skip = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
-    names = [c for c in cols if c not in skip]
-    if not names:
-        raise DataError("the data has no columns; it needs a text column")
-    strings = [c for c in names if not all(_NUM.fullmatch(v.strip()) for v in _present(cols[c]))]
-    return _by_name(names, TEXT_NAMES) or max(
-        strings or names, key=lambda c: np.mean([len(v) for v in _present(cols[c])] or [0]))
-
-
-def _present(values: list) -> list[str]:
-    return [v for v in values if v is not None]
-
-
-def _infer_label(cols: Columns, exclude: tuple[str, ...]) -> str:
-    names = [c for c in cols if c not in exclude]
-    distinct = {c: len({v.strip() for v in _present(cols[c])}) for c in names}
-    # a column with fewer than 2 values cannot be a useful label; prefer any other
-    return _by_name(names, LABEL_NAMES) or min(names, key=lambda c: (distinct[c] < 2, distinct[c]))
-
+# -- labels, task -------------------------------------------------------------------------------
 
 def _usable(cols: Columns, name: str, tcol: str, lcol: str,
             unlabeled: list | None = None) -> tuple[list[str], list[str], int]:
