@@ -27,3 +27,31 @@ def test_no_knowledge_reaches_autotls_command_line(compare, tmp_path, flags, col
     cell = compare.Cell("data", 300, 0, tmp_path, 300, False)
     cmd, _ = compare.command("autotl", cell, 1.0, 60.0, tmp_path, args)
     assert ("--no-knowledge" in cmd) is cold and cmd[cmd.index("--timeout") + 1] == "60.0"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return module
+
+
+def test_compare_versions_pairs_seeds_scored_in_both_and_judges_the_1x_line():
+    versions = _load("compare_versions")
+
+    def row(contender, seed, score, commit, x=1.0, rows=300):
+        return {"dataset": "d", "rows": rows, "seed": seed, "contender": contender, "score": score,
+                "budget_x": None if contender == "seed" else x, "commit": commit}
+
+    old = [row("autotl", 0, 0.80, "a" * 40), row("autotl", 1, 0.70, "a" * 40), row("autotl", 0, 0.5, "a" * 40, x=3.0)]
+    new = [row("seed", 0, 0.85, "b" * 40), row("seed", 1, 0.75, "b" * 40), row("autotl", 0, 0.86, "b" * 40)]
+    table = versions.render(old, new, "autotl", 1.0)
+    # seed 1 has no new autotl run: only seed 0 is paired; the 3x row is not this budget's
+    assert "| d | 300 | 0 | 0.850 ± - | 0.800 ± - | 0.860 ± - | +0.060 ± - | +0.010 ± - |" in table
+    assert "aaaaaaa (old) against bbbbbbb (new)" in table and "**met** (worst cell +0.010)" in table
+    new[-1]["score"] = 0.83
+    assert "**missed** (worst cell -0.020)" in versions.render(old, new, "autotl", 1.0)
