@@ -89,6 +89,29 @@ def standard_error(metric, targets, predictions, rng_seed: int = 0) -> float:
     return float(np.std(draws, ddof=1))
 
 
+def epoch_tie_margin(metric, targets, first, second) -> float:
+    """One standard error of the difference between two epochs' predictions on the same
+    rows, cheap enough to run after every epoch (train.fit keeps the last epoch within it
+    of the best). Closed forms: classification and label sets by each row's correctness
+    (exact for accuracy, a proxy in the same units for F1), r2 by the per-row squared
+    errors over the targets' variance; other regression metrics fall back to the bootstrap."""
+    targets, first, second = np.asarray(targets), np.asarray(first), np.asarray(second)
+    n = len(targets)
+    if n < 2:
+        return 0.0
+    if np.issubdtype(targets.dtype, np.floating) and targets.ndim == 1:  # regression
+        if metric.name != "r2":
+            return paired_difference(metric, targets, first, second).se
+        variance = float(np.var(targets))
+        if variance == 0.0:
+            return 0.0
+        per_row = (first - targets) ** 2 - (second - targets) ** 2
+        return float(np.std(per_row, ddof=1) / np.sqrt(n) / variance)
+    right = (lambda p: np.mean(targets == p, axis=1)) if targets.ndim == 2 else (lambda p: targets == p)
+    per_row = right(first).astype(float) - right(second).astype(float)
+    return float(np.std(per_row, ddof=1) / np.sqrt(n))
+
+
 def paired_difference(metric, targets, first, second, rng_seed: int = 0) -> Estimate:
     """`metric`(first) - `metric`(second) on the same rows, with the standard error of the
     difference (bootstrap resamples the rows once for both; accuracy: per-row differences)."""

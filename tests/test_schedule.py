@@ -1,10 +1,12 @@
 """A learning-rate schedule the --timeout would cut is shrunk to the epochs that fit, so the
-rates still decay to zero; the refit replays the shrunk schedule (issue 9: AG News at 1x)."""
+rates still decay to zero; the refit replays the shrunk schedule; the epoch kept is the last
+one within one standard error of the best (issue 9: AG News at 1x)."""
 
 from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from autotl import final
 from autotl.budget import Budget
@@ -137,3 +139,66 @@ def test_the_objective_records_the_horizon_and_says_so_in_the_summary(tiny_model
     trial = study.trials[0]
     assert trial.user_attrs[HORIZON] == [2] and len(trial.user_attrs["epoch_scores"]) == 2
     assert "schedule fitted to the --timeout: 2 epoch(s)" in trial.user_attrs["summary"]
+
+
+# -- which epoch is kept -----------------------------------------------------------------------
+
+def test_the_epoch_tie_margin_is_the_paired_standard_error():
+    import numpy as np
+
+    from autotl.metrics import get_metric
+    from autotl.select import epoch_tie_margin
+
+    targets = np.array([0, 1] * 50)
+    first, second = targets.copy(), targets.copy()
+    first[:4] = 1 - first[:4]  # 4 rows wrong only in the first, 2 only in the second
+    second[10:12] = 1 - second[10:12]
+    per_row = (first == targets).astype(float) - (second == targets)
+    expected = np.std(per_row, ddof=1) / np.sqrt(100)
+    accuracy = get_metric("accuracy", "classification")
+    assert epoch_tie_margin(accuracy, targets, first, second) == pytest.approx(expected)
+    assert epoch_tie_margin(accuracy, targets, targets, targets) == 0.0  # same predictions: no noise
+    values = np.linspace(-1, 1, 50)
+    close, off = values + 0.1, values + np.where(np.arange(50) % 2, 0.3, -0.3)
+    errors = (close - values) ** 2 - (off - values) ** 2
+    assert epoch_tie_margin(get_metric("r2", "regression"), values, close, off) == pytest.approx(
+        np.std(errors, ddof=1) / np.sqrt(50) / np.var(values))
+
+
+def _keeps(scores, margin):
+    """Which epoch a fit keeps when its epochs score `scores` and every tie margin is `margin`."""
+    import numpy as np
+
+    from autotl.train import Scored, _Best
+
+    param = torch.zeros(1)
+    best = _Best([param], maximize=True, margin=lambda first, top: margin)
+    for epoch, score in enumerate(scores):
+        param.fill_(epoch)
+        best.offer(epoch, Scored(score, np.zeros(3)))
+    param.fill_(-1)
+    best.restore()
+    assert param.item() == best.epoch  # the kept epoch's weights come back
+    return best.epoch, best.score
+
+
+def test_a_later_epoch_within_one_standard_error_of_the_best_is_kept():
+    assert _keeps([0.895, 0.88, 0.87, 0.885], margin=0.02) == (3, 0.885)  # the last within 0.02 of 0.895
+    assert _keeps([0.895, 0.88, 0.87, 0.86], margin=0.02) == (1, 0.88)
+    assert _keeps([0.895, 0.88, 0.87, 0.885], margin=0.0) == (0, 0.895)  # no noise: the best alone
+    assert _keeps([0.7, 0.9, 0.85], margin=0.1) == (2, 0.85)
+    assert _keeps([0.7, 0.9, 0.95, 0.5], margin=0.1) == (2, 0.95)  # a new best resets the bar
+
+
+def test_fit_keeps_the_last_epoch_tied_with_the_best_on_the_validation_rows(tiny_model, monkeypatch):
+    train, val, settings = tiny_setup()
+    model = tiny_model("mean")
+    scores = iter([0.9, 0.85, 0.88])
+    settings = replace(settings, metric=replace(settings.metric, fn=lambda targets, predicted: next(scores)))
+    monkeypatch.setattr("autotl.train.epoch_tie_margin", lambda metric, targets, first, top: 0.05)
+    result = fit(model, _plan(model, 3), train, val, settings)
+    assert (result.best_epoch, result.best_score) == (2, 0.88) and result.scores == (0.9, 0.85, 0.88)
+    monkeypatch.setattr("autotl.train.epoch_tie_margin", lambda metric, targets, first, top: 0.01)
+    scores = iter([0.9, 0.85, 0.88])
+    model = tiny_model("mean")
+    assert fit(model, _plan(model, 3), train, val, settings).best_epoch == 0
