@@ -33,7 +33,7 @@ from .strategy import Context, Plan, Stage, StageRows, Step
 class FitSettings:
     """How to train, independent of the strategy."""
 
-    metric: Metric  # validation score; the best epoch by it is kept
+    metric: Metric  # validation score; the epoch kept by it: the last within one SE of the best (_Best)
     regression: bool  # MSE loss on one output instead of cross-entropy
     pad_id: int  # tokenizer's padding id
     device: str = "cpu"  # "cpu" or "cuda[:n]"
@@ -68,8 +68,8 @@ class FitSettings:
 class FitResult:
     """What one training run achieved."""
 
-    best_score: float  # validation metric of the best epoch
-    best_epoch: int  # 0-based, counted over all stages
+    best_score: float  # validation metric of the epoch kept (_Best: the last within one SE of the best)
+    best_epoch: int  # the epoch kept, 0-based, counted over all stages
     scores: tuple[float, ...]  # validation metric after each epoch run
     seconds: float  # wall time of fit()
     trainable_params: int  # elements trained in any stage
