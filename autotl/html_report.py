@@ -151,6 +151,8 @@ def _summary(rows: list[dict], done: list[dict], info: dict | None, metric: str)
     if info.get("refit"):
         lines.append(f"<p>Refit on all {escape(str(info['refit']['rows']))} labelled rows (train + validation) "
                      "for the epochs that won.</p>")
+    elif info.get("refit_skipped"):
+        lines.append(f"<p>No refit: {escape(str(info['refit_skipped']))}.</p>")
     test = (info.get("scores") or {}).get("test")
     if test:
         scores = ", ".join(f"{escape(k)} {_text(float(v))}" for k, v in test["metrics"].items())

@@ -36,6 +36,8 @@ POOLING = "head.pooling"  # the head, searched with the strategy
 VAL_PREDICTIONS = "val_predictions"  # user attr: the kept model's predictions on the validation rows
 THRESHOLD = "threshold"  # user attr of a multi-label trial: its decision threshold, tuned on validation
 HORIZON = "horizon"  # user attr: epochs per stage its schedules spanned, when shrunk to fit the --timeout
+# user attr, True when the epoch kept ended mid-schedule (its learning rate not yet decayed): no refit
+MID_SCHEDULE = "kept_mid_schedule"
 DUPLICATE_OF = "duplicate_of"  # user attr: the earlier trial that already ran this configuration
 SKIPPED = "skipped"  # user attr: why the trial did not run (it would not finish within the budget)
 UPLOAD_ERROR = "upload_error"  # trial user attr: why its model is not in the artifact store
@@ -363,6 +365,8 @@ class Objective:
             trial.set_user_attr(HORIZON, list(result.horizon))
             trial.set_user_attr("summary", f"{trial.user_attrs['summary']}; schedule fitted to the --timeout: "
                                            f"{sum(result.horizon)} epoch(s)")
+        if not result.kept_at_schedule_end:  # final.refit_allowed reads it
+            trial.set_user_attr(MID_SCHEDULE, True)
         if self.on_complete is not None:
             try:
                 self.on_complete(trial, outcome)

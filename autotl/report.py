@@ -140,6 +140,8 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
             lines += [f"`best/` holds this configuration retrained on all {r['rows']} labelled rows "
                       f"(train + validation) for the {r['epochs']} epoch(s) that won; the validation "
                       "score above is the trial's, measured before the refit.", ""]
+        elif info.get("refit_skipped"):
+            lines += [f"**No refit:** {info['refit_skipped']}.", ""]
         test = (info.get("scores") or {}).get("test")
         if test:
             lines += [f"**Test set** ({test['rows']} rows, scored once for this model): "

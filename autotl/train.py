@@ -13,7 +13,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -78,6 +78,9 @@ class FitResult:
     val_predictions: np.ndarray | None = None  # the kept model's predictions on the validation rows
     threshold: float | None = None  # multi-label: the kept model's decision threshold, tuned on validation
     horizon: tuple[int, ...] | None = None  # epochs per stage the schedules spanned, when shrunk to the deadline
+    # whether the kept epoch was its stage's last, its learning rate decayed to zero; False: a
+    # snapshot taken mid-schedule, which a refit would not reproduce (final.refit_allowed)
+    kept_at_schedule_end: bool = True
 
 
 def autocast_for(device: str):
@@ -368,6 +371,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     total = plan.epochs if settings.max_epochs is None else min(plan.epochs, settings.max_epochs)
     bar = _bar(settings, sum(s.epochs for s in plan.stages) * steps_per_epoch)
     epoch, truncated, last_epoch_seconds, scores = 0, False, 0.0, []
+    schedule_ends = set()  # epochs whose last step ran at the end of their stage's decay
     planned = [s.epochs for s in plan.stages]
     spans = list(settings.horizon) if settings.horizon is not None else list(planned)
     deadline = settings.deadline
@@ -405,6 +409,8 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                     best.offer(epoch, judged)
                 last_epoch_seconds = time.monotonic() - epoch_start
                 done += 1
+                if done >= spans[index]:  # the span this epoch's rates were set on (before any shrink below)
+                    schedule_ends.add(epoch)
                 if deadline is not None:
                     deadline.note_epoch(last_epoch_seconds)
                     if (left := deadline.remaining()) is not None:
@@ -430,7 +436,8 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     best.restore()
     model.eval()
     horizon = tuple(spans) if spans != planned and settings.horizon is None else None
-    return _finish(model, plan, val, settings, best, scores, epoch, truncated, time.monotonic() - start, horizon)
+    result = _finish(model, plan, val, settings, best, scores, epoch, truncated, time.monotonic() - start, horizon)
+    return replace(result, kept_at_schedule_end=result.best_epoch in schedule_ends)
 
 
 def _stage_rows(model, stage: Stage, context: Context) -> StageRows:

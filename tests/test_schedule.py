@@ -202,3 +202,82 @@ def test_fit_keeps_the_last_epoch_tied_with_the_best_on_the_validation_rows(tiny
     scores = iter([0.9, 0.85, 0.88])
     model = tiny_model("mean")
     assert fit(model, _plan(model, 3), train, val, settings).best_epoch == 0
+
+
+# -- a model kept mid-schedule is not refit ------------------------------------------------------
+
+def test_fit_says_whether_the_kept_epoch_ended_its_schedule(tiny_model, monkeypatch):
+    train, val, settings = tiny_setup()
+    monkeypatch.setattr("autotl.train.epoch_tie_margin", lambda metric, targets, first, top: 0.0)
+    for scores, plan_epochs, kept, at_end in (([0.9, 0.8, 0.7], (3,), 0, False),
+                                              ([0.7, 0.8, 0.9], (3,), 2, True),
+                                              ([0.7, 0.9, 0.8], (2, 1), 1, True)):  # stage 1's last epoch
+        values = iter(scores)
+        fitted = replace(settings, metric=replace(settings.metric, fn=lambda targets, predicted: next(values)))
+        model = tiny_model("mean")
+        result = fit(model, _plan(model, *plan_epochs), train, val, fitted)
+        assert (result.best_epoch, result.kept_at_schedule_end) == (kept, at_end)
+
+
+def test_the_last_epoch_of_a_fitted_schedule_ends_it(tiny_model, monkeypatch):
+    """8 epochs planned, 3 fit: the third ends the fitted schedule, the first does not."""
+    train, val, settings = tiny_setup()
+    monkeypatch.setattr("autotl.train.epoch_tie_margin", lambda metric, targets, first, top: 0.0)
+    for scores, kept, at_end in (([0.5, 0.6, 0.9], 2, True), ([0.9, 0.5, 0.5], 0, False)):
+        values = iter(scores)
+        fitted = replace(settings, deadline=EpochsLeft(3),
+                         metric=replace(settings.metric, fn=lambda targets, predicted: next(values)))
+        model = tiny_model("mean")
+        result = fit(model, _plan(model, 8), train, val, fitted)
+        assert result.horizon == (3,) and (result.best_epoch, result.kept_at_schedule_end) == (kept, at_end)
+
+
+def _final_model_with(monkeypatch, tmp_path, attrs, *, refit=True):
+    """final_model for one trial with `attrs`; returns (refit calls, what best/ was saved with)."""
+    refits, saved = [], {}
+    trial = SimpleNamespace(number=3, params={"strategy": "full_finetune"}, value=0.9,
+                            user_attrs={"best_epoch": 0, "epoch_scores": [0.9, 0.8, 0.8], "seconds": 3.0, **attrs})
+    monkeypatch.setattr(final, "_refit", lambda t, setup: refits.append(t.number) or SimpleNamespace(
+        model="refit model", summary="s", result=SimpleNamespace(seconds=1.0)))
+    monkeypatch.setattr(final, "_trained_model", lambda t, setup, run_dir: "trial model")
+    monkeypatch.setattr(final, "save_best", lambda model, tokenizer, run_dir, info, max_length: saved.update(
+        model=model, **info))
+    monkeypatch.setattr(final, "read_info", lambda run_dir: None)
+    setup = SimpleNamespace(train=[0] * 8, val=[0] * 2)
+    setup.for_params = lambda params: setup
+    final.final_model(trial, setup, None, tmp_path, max_length=16, info_base={"study": "s"}, refit=refit)
+    return refits, saved
+
+
+def test_a_trial_kept_mid_schedule_exports_its_own_model_and_says_why(monkeypatch, tmp_path):
+    from autotl.objective import MID_SCHEDULE
+
+    refits, saved = _final_model_with(monkeypatch, tmp_path, {MID_SCHEDULE: True})
+    assert refits == [] and saved["model"] == "trial model" and saved["refit"] is None
+    assert "epoch 1 of 3 run" in saved["refit_skipped"] and "mid-schedule" in saved["refit_skipped"]
+    refits, saved = _final_model_with(monkeypatch, tmp_path, {})  # kept at its schedule's end: refit
+    assert refits == [3] and saved["model"] == "refit model" and saved["refit_skipped"] is None
+
+
+def test_the_objective_marks_a_trial_kept_mid_schedule(tiny_model_dir, monkeypatch):
+    import optuna
+
+    from autotl.objective import MID_SCHEDULE, Objective, TrialSetup
+    from autotl.plugins import Registry
+    from autotl.testing import LABELS
+
+    train, val, settings = tiny_setup(tiny_model_dir)
+    monkeypatch.setattr("autotl.train.epoch_tie_margin", lambda metric, targets, first, top: 0.0)
+    strategies = Registry().select(["linear_probe"])
+    study = optuna.create_study(direction="maximize")
+    marked = []
+    for scores in ([0.9, 0.5, 0.5], [0.5, 0.6, 0.9]):
+        values = iter(scores)
+        fitted = replace(settings, metric=replace(settings.metric, fn=lambda targets, predicted: next(values)))
+        setup = TrialSetup(backbone_path=tiny_model_dir, strategies=strategies, poolings=("mean",), train=train,
+                           val=val, label_names=LABELS, num_outputs=2, fit=fitted)
+        study.enqueue_trial({"strategy": "linear_probe", "head.pooling": "mean",
+                             **{**strategies["linear_probe"].strategy.defaults, "linear_probe.epochs": 3}})
+        study.optimize(Objective(setup), n_trials=1)
+        marked.append(study.trials[-1].user_attrs.get(MID_SCHEDULE))
+    assert marked == [True, None]

@@ -270,7 +270,10 @@ def test_ctrl_c_keeps_finished_work_and_requeues_the_cut_trial(tiny_csv, tiny_mo
     assert len(study.trials) == 4
 
 
-def test_refit_retrains_the_winner_on_all_labelled_rows(tiny_csv, tiny_model_dir, tmp_path):
+def test_refit_retrains_the_winner_on_all_labelled_rows(tiny_csv, tiny_model_dir, tmp_path, monkeypatch):
+    # every epoch ties the best: the last is kept, at its schedule's end, so the winner is refit
+    # (one kept mid-schedule is not: test_schedule.py)
+    monkeypatch.setattr("autotl.train.epoch_tie_margin", lambda metric, targets, first, top: float("inf"))
     result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=2, strategies=["linear_probe"])
     info = json.loads((result.best_model / "autotl.json").read_text())
     best = next(r for r in result.leaderboard if r["trial"] == info["trial"])
@@ -347,12 +350,14 @@ def test_a_refit_that_cannot_fit_the_timeout_is_skipped(tiny_csv, tiny_model_dir
 
     monkeypatch.setattr("autotl.runner.refit_seconds", lambda trial, setup: 1e9)
     monkeypatch.setattr("autotl.final.refit_seconds", lambda trial, setup: 1e9)
+    # the last epoch kept (at its schedule's end): only the timeout stands in the refit's way
+    monkeypatch.setattr("autotl.train.epoch_tie_margin", lambda metric, targets, first, top: float("inf"))
     with caplog.at_level(logging.INFO, logger="autotl"):
         result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", n_trials=2, timeout=3600,
                          strategies=["linear_probe"])
     info = json.loads((result.best_model / "autotl.json").read_text())
     assert info["refit"] is None and info["trial"] == result.leaderboard[0]["trial"]
-    assert "no time left for the refit" in caplog.text
+    assert "no time left for the refit" in caplog.text and "no time left" in info["refit_skipped"]
     assert len(result.leaderboard) == 2  # the budget was not held back for a refit that cannot run
 
 
