@@ -118,3 +118,15 @@ def fails(capsys, argv) -> str:
     assert "Traceback" not in err, err
     assert not any(line.startswith("error") for line in out.splitlines()), out
     return errors[0]
+
+
+def search_fails_with(capsys, tmp_path, model_dir, case) -> str:
+    """`case` is (make, message): make(tmp_path) writes the bad data and returns [data,
+    *flags]; `autotl search` on it must fail with one error line matching `message`."""
+    import re
+
+    make, message = case
+    data, *flags = make(tmp_path)
+    line = fails(capsys, ["search", data, "--model", model_dir, "--out", tmp_path / "run", "--no-progress", *flags])
+    assert re.search(message, line), line
+    return line

@@ -9,16 +9,25 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
 
 
-@pytest.fixture(scope="module")
-def compare():
-    spec = importlib.util.spec_from_file_location("compare_script", SCRIPT)
+def _load(name):
+    """benchmarks/NAME.py as a module: registered in sys.modules while it runs (its
+    dataclasses look their module up there) and able to import its sibling scripts."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPT.parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    sys.modules[spec.name] = module
+    sys.path.insert(0, str(SCRIPT.parent))
     try:
         spec.loader.exec_module(module)
-        yield module
     finally:
-        del sys.modules[spec.name]
+        sys.path.remove(str(SCRIPT.parent))
+    return module
+
+
+@pytest.fixture(scope="module")
+def compare():
+    module = _load("compare")
+    yield module
+    del sys.modules[module.__name__]
 
 
 @pytest.mark.parametrize("flags, cold", [([], False), (["--no-knowledge"], True)])
@@ -29,19 +38,9 @@ def test_no_knowledge_reaches_autotls_command_line(compare, tmp_path, flags, col
     assert ("--no-knowledge" in cmd) is cold and cmd[cmd.index("--timeout") + 1] == "60.0"
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return module
-
-
 def test_compare_versions_pairs_seeds_scored_in_both_and_judges_the_1x_line():
     versions = _load("compare_versions")
+    del sys.modules[versions.__name__]
 
     def row(contender, seed, score, commit, x=1.0, rows=300):
         return {"dataset": "d", "rows": rows, "seed": seed, "contender": contender, "score": score,

@@ -21,7 +21,7 @@ from autotl.metrics import get_metric
 from autotl.plugins import Registry
 from autotl.testing import NEGATIVE, NEUTRAL, POSITIVE
 
-from conftest import fails, write_csv  # noqa: E402
+from conftest import search_fails_with, write_csv  # noqa: E402
 
 # Each label is set by a word of its own list in the text: learnable from the words alone.
 WORDS = {"complaint": NEGATIVE, "praise": POSITIVE, "story": ["plot", "story"]}
@@ -185,13 +185,7 @@ BAD = {  # case -> (data and extra flags for `autotl search`, what the error lin
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_multilabel_input_is_one_error_line(capsys, no_training, tmp_path, tiny_model_dir, case):
-    import re
-
-    make, message = BAD[case]
-    data, *flags = make(tmp_path)
-    line = fails(capsys, ["search", data, "--model", tiny_model_dir, "--out", tmp_path / "run", "--no-progress",
-                          *flags])
-    assert re.search(message, line), line
+    search_fails_with(capsys, tmp_path, tiny_model_dir, BAD[case])
 
 
 # -- metrics and the threshold ---------------------------------------------------------------------

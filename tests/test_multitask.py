@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ from autotl.data import Task, load_data
 from autotl.errors import UsageError
 from autotl.testing import sentiment_rows
 
-from conftest import fails, write_csv  # noqa: E402
+from conftest import search_fails_with, write_csv  # noqa: E402
 
 HEADER = ("text", "sentiment", "score")
 SENTIMENT = mt.TaskSpec("sentiment", "classification", ("neg", "pos"))
@@ -145,8 +144,4 @@ BAD = {  # case -> (data and flags, what the one error line says)
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_multitask_input_is_one_error_line(capsys, no_training, tmp_path, tiny_model_dir, case):
-    make, message = BAD[case]
-    data, *flags = make(tmp_path)
-    line = fails(capsys, ["search", data, "--model", tiny_model_dir, "--out", tmp_path / "run", "--no-progress",
-                          *flags])
-    assert re.search(message, line), line
+    search_fails_with(capsys, tmp_path, tiny_model_dir, BAD[case])
