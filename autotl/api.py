@@ -136,8 +136,7 @@ def prepare(config, *, device: str, budget, progress: bool, test=None, data=None
                                   progress=progress, class_weights=weights,
                                   # TAPT's adapted backbones go to RUN_DIR/tapt (a remote worker's own temp dir)
                                   work_dir=str(config.run_dir) if config.run_dir.is_dir() else None,
-                                  # pairs are cut longest_first, never head+tail (pairs.py)
-                                  head_tail=lengths["truncated"] > MANY_TRUNCATED and target.text_pair is None)
+                                  head_tail=lengths["truncated"] > MANY_TRUNCATED)
               for b in backbones}
     if len(setups) > 1:  # each backbone's setup finds the others' (for_params)
         shared: dict = {}
@@ -190,7 +189,7 @@ def _resolve_lengths(config, target, backbones):
     log.info("text length in tokens: %s", ln.describe(profile))
     if profile["truncated"] > ln.MANY_TRUNCATED:
         hint = " (pass --max-length auto or a larger value to keep more)" if config.max_length < limit else ""
-        how = ("each pair loses tokens from the end of its longer text (head+tail is not searched for text pairs)"
+        how = ("head+tail truncation (each text of a pair within its longest-first share) is searched too"
                if target.text_pair else "head+tail truncation is searched too")
         log.info("%.0f%% of the rows are cut at %d tokens: %s%s", 100 * profile["truncated"], config.max_length,
                  how, hint)

@@ -35,13 +35,12 @@ class Encoded:
 def encode(tokenizer, texts, targets, max_length: int, key: str, truncation: str = "head") -> Encoded:
     """Token ids for `texts`, truncated to `max_length` (special tokens included): their
     beginning ("head"), or their beginning and end ("head_tail", lengths.head_tail_ids).
-    Text pairs ((first, second) tuples) get the tokenizer's pair encoding, cut longest_first."""
+    Text pairs ((first, second) tuples) get the tokenizer's pair encoding, cut longest_first
+    ("head") or each segment head+tail within its longest_first share (pairs.head_tail_encode)."""
     from . import pairs
 
     if pairs.is_pairs(texts):
-        if truncation != "head":
-            raise ValueError(f"text pairs are cut {pairs.TRUNCATION}; truncation '{truncation}' is for single texts")
-        ids, types = pairs.encode(tokenizer, texts, max_length)
+        ids, types = pairs.encode(tokenizer, texts, max_length, truncation)
         return Encoded(tuple(tuple(x) for x in ids), np.asarray(targets), key,
                        None if types is None else tuple(tuple(x) for x in types))
     if truncation == "head_tail":

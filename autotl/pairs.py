@@ -11,8 +11,11 @@ segments the tokenizer makes.
 
 Long pairs are cut `longest_first` (tokens come off the longer segment's end until the pair
 fits): the tokenizer's default for pairs, and what pipeline users get with truncation=True.
-Head+tail truncation is not searched for pairs: its budget split (a quarter head, three
-quarters tail) is defined for one text, and a pair's end is the second segment's end.
+When many rows are cut, head+tail is searched for pairs too (`head_tail_encode`): each
+segment gets the share longest_first would give it, and a segment cut to its share keeps
+its first quarter and its end, as a single text does (lengths.head_tail_ids) — a claim's
+conclusion and an answer's last sentence survive. (transformers.pipeline cannot cut that
+way; `autotl predict` and `autotl.load` do.)
 """
 
 from __future__ import annotations
@@ -83,12 +86,76 @@ def shown(text) -> str:
     return SHOWN_SEPARATOR.join(text) if isinstance(text, tuple) else text
 
 
-def encode(tokenizer, pairs, max_length: int) -> tuple[list[list[int]], list[list[int]] | None]:
+def encode(tokenizer, pairs, max_length: int, truncation: str = "head") -> tuple[list[list[int]], list[list[int]] | None]:
     """(token ids, token type ids or None when the tokenizer makes none) of each pair, the
-    tokenizer's own pair encoding cut longest_first to `max_length` tokens."""
+    tokenizer's own pair encoding cut longest_first to `max_length` tokens ("head"), or each
+    segment cut to that share head+tail ("head_tail", `head_tail_encode`)."""
+    if truncation == "head_tail":
+        return head_tail_encode(tokenizer, pairs, max_length)
+    if truncation != "head":
+        raise ValueError(f"unknown truncation '{truncation}' for text pairs; use head or head_tail")
     first, second = _split(pairs)
     encoded = tokenizer(first, second, truncation=TRUNCATION, max_length=max_length)
     return encoded["input_ids"], encoded.get("token_type_ids")
+
+
+def head_tail_encode(tokenizer, pairs, max_length: int) -> tuple[list[list[int]], list[list[int]] | None]:
+    """The pair encoding with each segment cut to its longest_first share of `max_length`,
+    keeping the segment's first quarter of that share and its end (a pair that fits is the
+    tokenizer's own encoding, token for token)."""
+    layout = _pair_layout(tokenizer)
+    (prefix, middle, suffix), types = layout
+    room = max_length - len(prefix) - len(middle) - len(suffix)
+    first, second = _split(pairs)
+    words = dict(add_special_tokens=False, truncation=False, verbose=False)
+    ids_out, types_out = [], []
+    for a, b in zip(tokenizer(first, **words)["input_ids"], tokenizer(second, **words)["input_ids"]):
+        keep_a, keep_b = longest_first_shares(len(a), len(b), room)
+        a, b = _head_tail(a, keep_a), _head_tail(b, keep_b)
+        ids_out.append(prefix + a + middle + b + suffix)
+        if types is not None:
+            t_prefix, t_a, t_middle, t_b, t_suffix = types
+            types_out.append(t_prefix + [t_a] * len(a) + t_middle + [t_b] * len(b) + t_suffix)
+    return ids_out, (types_out if types is not None else None)
+
+
+def longest_first_shares(first: int, second: int, room: int) -> tuple[int, int]:
+    """Tokens each segment keeps when `longest_first` cuts a pair of these lengths to `room`
+    (the fast tokenizers' rule, checked against them in tests/test_pairs.py): a segment that
+    fits in half the room stays whole and the other gets the rest; else the longer gets the
+    larger half (the second, on a tie)."""
+    room = max(0, room)
+    if first + second <= room:
+        return first, second
+    half = room // 2
+    if min(first, second) <= half:
+        return (first, room - first) if first <= second else (room - second, second)
+    return (room - half, half) if first > second else (half, room - half)
+
+
+def _head_tail(ids: list[int], keep: int) -> list[int]:
+    """`ids` cut to `keep` tokens: its first quarter of them and its last three quarters."""
+    ids = list(ids)
+    if len(ids) <= keep:
+        return ids
+    head = keep // 4
+    return ids[:head] + ids[len(ids) - (keep - head):]
+
+
+def _pair_layout(tokenizer):
+    """((prefix, middle, suffix) special token ids, (their token types and each segment's) or
+    None), read off a probe pair: [CLS] a [SEP] b [SEP] for BERT, <s> a </s></s> b </s> for
+    MPNet (transformers 5's fast tokenizers lack build_inputs_with_special_tokens)."""
+    a = tokenizer("a", add_special_tokens=False)["input_ids"]
+    b = tokenizer("b", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", "b")
+    ids, kinds = full["input_ids"], full.get("token_type_ids")
+    i = next(k for k in range(len(ids)) if ids[k:k + len(a)] == a)
+    j = next(k for k in range(i + len(a), len(ids)) if ids[k:k + len(b)] == b)
+    parts = (ids[:i], ids[i + len(a):j], ids[j + len(b):])
+    if kinds is None:
+        return parts, None
+    return parts, (kinds[:i], kinds[i], kinds[i + len(a):j], kinds[j], kinds[j + len(b):])
 
 
 def token_lengths(tokenizer, pairs) -> np.ndarray:

@@ -163,22 +163,66 @@ def test_text_col_names_a_pair_in_its_order(tmp_path, caplog):
     assert load_data(path, text_col="answer").text_pair is None  # one name: one text column
 
 
-def test_a_pair_is_cut_longest_first_not_head_tail_and_the_profile_says_so(tmp_path, tiny_model_dir, caplog):
+def test_many_pairs_cut_search_head_tail_per_segment_and_the_log_says_so(tmp_path, tiny_model_dir, caplog):
     from autotl.api import prepare
     from autotl.budget import Budget
     from autotl.config import RunConfig
     from autotl.knowledge import meta_features
+    from autotl.lengths import HEAD_TAIL, TRUNCATION
 
     config = RunConfig.build(write_csv(tmp_path / "d.csv", pair_rows(30), header=HEADER), model=tiny_model_dir,
                              max_length=8, out=str(tmp_path / "run"), strategies=("linear_probe",))
     with caplog.at_level(logging.INFO, logger="autotl"):
         prepared = prepare(config, device="cpu", budget=Budget(None), progress=False)
     assert prepared.profile["lengths"]["truncated"] == 1.0  # every pair is longer than 8 tokens
-    assert prepared.setup.head_tail is None  # so text.truncation is not searched
-    assert "head+tail is not searched for text pairs" in caplog.text
+    cut = prepared.setup.head_tail  # so text.truncation is searched, on rows of their own
+    assert cut is not None and prepared.setup.for_params({TRUNCATION: HEAD_TAIL}) is cut
+    assert "head+tail truncation (each text of a pair within its longest-first share) is searched" in caplog.text
     assert prepared.profile["text_pair"] == ["question", "answer"]
-    assert prepared.setup.train.types is not None and max(prepared.setup.train.lengths) == 8
+    for setup in (prepared.setup, cut):
+        assert setup.train.types is not None and max(setup.train.lengths) == 8
+    assert cut.train.ids != prepared.setup.train.ids and cut.train.key != prepared.setup.train.key
     assert meta_features(prepared.target, prepared.setup)["text_pair"] == 1.0
+
+
+def test_head_tail_pairs_that_fit_are_the_tokenizers_own_encoding(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    pairs = [(a, b) for a, b, _ in pair_rows(10)]
+    encoded = encode(tokenizer, pairs, np.zeros(len(pairs)), 64, key="ht", truncation="head_tail")
+    own = tokenizer([a for a, _ in pairs], [b for _, b in pairs])
+    assert [list(ids) for ids in encoded.ids] == own["input_ids"]
+    assert [list(types) for types in encoded.types] == own["token_type_ids"]
+
+
+@pytest.mark.parametrize("words", [(30, 4), (4, 30), (30, 30), (31, 30), (30, 31), (12, 9)])
+def test_head_tail_pairs_keep_each_segments_longest_first_share_with_its_beginning_and_end(tiny_model_dir, words):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    vocab = tokenizer.get_vocab()
+    first = " ".join(["good"] + ["the"] * (words[0] - 2) + ["bad"])
+    second = " ".join(["film"] + ["a"] * (words[1] - 2) + ["was"])
+    encoded = encode(tokenizer, [(first, second)], np.zeros(1), 18, key="ht", truncation="head_tail")
+    ids, types = list(encoded.ids[0]), list(encoded.types[0])
+    own = tokenizer(first, second, truncation="longest_first", max_length=18)
+    assert len(ids) == len(own["input_ids"]) == 18
+    sep = ids.index(tokenizer.sep_token_id)
+    assert sep == own["input_ids"].index(tokenizer.sep_token_id)  # each segment keeps the tokenizer's share
+    assert types == own["token_type_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert ids[1] == vocab["good"] and ids[sep - 1] == vocab["bad"]  # the first text's beginning and end
+    assert ids[sep + 1] == vocab["film"] and ids[-2] == vocab["was"]  # the second's
+
+
+def test_longest_first_shares_are_the_tokenizers(tiny_model_dir):
+    from autotl.pairs import longest_first_shares
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    for a in range(1, 16, 2):
+        for b in range(1, 16, 3):
+            for room in (2, 3, 8, 11, 30):
+                first, second = " ".join(["the"] * a), " ".join(["a"] * b)
+                own = tokenizer(first, second, truncation="longest_first", max_length=room + 3)["input_ids"]
+                sep = own.index(tokenizer.sep_token_id)
+                assert longest_first_shares(a, b, room) == (sep - 1, len(own) - sep - 2), (a, b, room)
 
 
 # -- a search on pairs, then predict ---------------------------------------------------------
