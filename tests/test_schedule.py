@@ -281,3 +281,16 @@ def test_the_objective_marks_a_trial_kept_mid_schedule(tiny_model_dir, monkeypat
         study.optimize(Objective(setup), n_trials=1)
         marked.append(study.trials[-1].user_attrs.get(MID_SCHEDULE))
     assert marked == [True, None]
+
+
+def test_no_time_is_kept_back_for_a_refit_the_rule_will_skip(monkeypatch):
+    from autotl import runner
+    from autotl.objective import MID_SCHEDULE
+
+    monkeypatch.setattr(runner, "refit_seconds", lambda trial, setup: 30.0)
+    budget = Budget(timeout=600)
+    at_end = SimpleNamespace(user_attrs={})
+    mid = SimpleNamespace(user_attrs={MID_SCHEDULE: True})
+    assert runner._reserve(None, at_end, None, budget, refit=True, rescore=0) == 30.0
+    assert runner._reserve(None, mid, None, budget, refit=True, rescore=0) == 0.0
+    assert runner._reserve(None, at_end, None, budget, refit=False, rescore=0) == 0.0
