@@ -6,8 +6,14 @@ In order (each step logs what it did and why):
    the same head averaged in, best first, while validation does not get worse; kept only if
    it validates strictly better than the chosen model alone.
 3. The refit: the chosen configuration (every soup ingredient, for a soup) retrained on
-   train + validation rows for the epochs that won — only where the epoch kept ended its
-   schedule (`refit_allowed`): a model kept mid-schedule is exported as validated. A refit
+   train + validation rows for the epochs that won — where the epoch kept ended its
+   schedule (`refit_allowed`). A single model kept mid-schedule gets a second look first
+   (`second_look`): its configuration trained for the kept epochs on a schedule that ends
+   there, on the training rows, validated; if that ties or beats the trial (one paired
+   standard error), the refit trains that schedule on all labelled rows (or, when the
+   refit does not fit, the second look's model is exported); otherwise the trial's own
+   model is exported as validated. Soup and ensemble members kept mid-schedule are not
+   refit. A refit
    that would end past the timeout by one of its epochs or more is skipped (less is
    allowed: the budget's promise for trials): a soup falls back to its chosen configuration
    alone (or, when that does not fit either, is kept as trained), a single model keeps the
@@ -23,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import candidates
@@ -31,7 +37,8 @@ from .batching import concat
 from .errors import AutotlError
 from .export import save_best
 from .multitask import TASK_SCORES
-from .objective import BACKBONE, HORIZON, MID_SCHEDULE, STRATEGY, THRESHOLD, head_of, run_params
+from .objective import (BACKBONE, HORIZON, MID_SCHEDULE, SPANS, STRATEGY, THRESHOLD, VAL_PREDICTIONS, head_of,
+                        run_params)
 
 log = logging.getLogger("autotl")
 
@@ -96,6 +103,74 @@ def refit_allowed(trial) -> bool:
     return not trial.user_attrs.get(MID_SCHEDULE)
 
 
+@dataclass(frozen=True)
+class SecondLook:
+    """`trial`'s configuration trained for its kept epochs on a schedule ending there, validated."""
+
+    outcome: object  # objective.TrialOutcome (its model, FitResult, summary)
+    horizon: tuple[int, ...]  # the schedule: epochs per stage, the last stage ending at the kept epoch
+    score: float  # its validation score
+    margin: float  # one paired standard error of its difference from the trial's kept model
+    accepted: bool  # ties or beats the trial's kept model (within `margin`) at its own last epoch
+
+
+def schedule_to_kept_epoch(trial) -> tuple[int, ...] | None:
+    """Epochs per stage of a schedule ending at `trial`'s kept epoch: the stages before it as
+    they ran, its own stage cut there; None when the trial did not record its spans."""
+    spans = trial.user_attrs.get(SPANS)
+    kept = int(trial.user_attrs.get("best_epoch", 0)) + 1
+    done = 0
+    for index, span in enumerate(spans or ()):
+        if kept <= done + span:
+            return tuple(spans[:index]) + (kept - done,)
+        done += span
+    return None
+
+
+def second_look(trial, setup) -> SecondLook | None:
+    """Train `trial`'s configuration on the training rows for its kept epochs, on a schedule
+    that ends at the last of them (the learning rate decays to zero there), and validate it.
+    Accepted when its last epoch is the one it keeps and it validates no worse than the
+    trial's own kept model by more than one paired standard error (the rule `train._Best`
+    applies between epochs): then a refit of that schedule reproduces a validated procedure.
+    None when the trial recorded no spans."""
+    import numpy as np
+
+    from .select import epoch_tie_margin
+
+    horizon = schedule_to_kept_epoch(trial)
+    if horizon is None:
+        return None
+    setup = setup.for_params(trial.params)
+    epochs = sum(horizon)
+    log.info("second look at trial %d: its configuration for %d epoch(s) on a schedule ending there",
+             trial.number, epochs)
+    look = replace(setup, fit=replace(setup.fit, deadline=None, max_epochs=epochs, horizon=horizon))
+    outcome = run_params(look, dict(trial.params), desc=f"second look, trial {trial.number}")
+    result, metric = outcome.result, setup.fit.metric
+    own = trial.user_attrs.get(VAL_PREDICTIONS)
+    margin = 0.0
+    if own is not None and result.val_predictions is not None and not setup.fit.tasks:
+        margin = epoch_tie_margin(metric, setup.val.targets, np.asarray(result.val_predictions), np.asarray(own))
+    sign = 1 if metric.maximize else -1
+    accepted = result.best_epoch == epochs - 1 and sign * (trial.value - result.best_score) <= margin
+    return SecondLook(outcome, horizon, result.best_score, margin, accepted)
+
+
+def look_seconds(trial, setup) -> float:
+    """Estimated time of `trial`'s second look: its kept epochs on the training rows."""
+    scale = (len(setup.train) + len(setup.val)) / max(1, len(setup.train))
+    return refit_seconds(trial, setup) / scale
+
+
+def final_seconds(trial, setup) -> float:
+    """What the end costs for `trial` chosen: its refit, and its second look first when it
+    was kept mid-schedule (the budget keeps this back from the trials)."""
+    if refit_allowed(trial):
+        return refit_seconds(trial, setup)
+    return look_seconds(trial, setup) + refit_seconds(trial, setup)
+
+
 def _epochs_note(trial) -> str:
     scores = trial.user_attrs.get("epoch_scores") or ()
     return f"epoch {int(trial.user_attrs.get('best_epoch', 0)) + 1} of {len(scores)} run"
@@ -125,11 +200,12 @@ def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info
         setup, tokenizer = own, tokenizer_of(own)
     info = read_info(run_dir)
     skipped = None  # why no refit, for autotl.json and the report
+    look = None  # a single model kept mid-schedule: its second look, when accepted
     if refit and soup is None and not refit_allowed(trial):
-        skipped = (f"the epoch kept ({_epochs_note(trial)}) ended mid-schedule, at a learning rate a refit "
-                   "would not validate: the trial's own model is kept")
-        log.info("no refit: trial %d's %s", trial.number, skipped)
-        refit = False
+        look, skipped = _look_or_why(trial, setup, budget)
+        if look is None:
+            log.info("no refit: trial %d's %s", trial.number, skipped)
+            refit = False
     elif refit and soup is not None and not all(refit_allowed(trials[m]) for m in soup.members):
         mid = [m for m in soup.members if not refit_allowed(trials[m])]
         skipped = (f"trial(s) {', '.join(map(str, mid))} of the soup kept an epoch mid-schedule, at a "
@@ -153,10 +229,18 @@ def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info
                 refit = False
     current = holds(run_dir, trial, info_base["study"], info, soup)
     if refit and not (current and info.get("refit")) and not refit_fits(budget, [trial], setup):
-        log.info("no time left for the refit (about %.0f s needed, %.0f s left): keeping trial %d's own model",
-                 refit_seconds(trial, setup), max(0.0, budget.end - budget.clock()), trial.number)
-        skipped = "no time left for it before the --timeout: the trial's own model is kept"
+        log.info("no time left for the refit (about %.0f s needed, %.0f s left): keeping trial %d's %s",
+                 refit_seconds(trial, setup), max(0.0, budget.end - budget.clock()), trial.number,
+                 "second look" if look else "own model")
+        skipped = ("no time left for it before the --timeout: the second look's model (trained on the "
+                   "training rows) is kept" if look else
+                   "no time left for it before the --timeout: the trial's own model is kept")
         refit = False
+    if look is not None and not refit:  # the second look's model, validated, instead of the snapshot
+        extra = {"refit": None, "refit_skipped": skipped, "second_look": _look_info(look, trial, refit=False)}
+        save_best(look.outcome.model, tokenizer, run_dir,
+                  {**info_for(info_base, trial, look.outcome.summary), **extra}, max_length=max_length)
+        return read_info(run_dir)
     if current and (not refit or info.get("refit")):
         if skipped and info.get("refit_skipped") != skipped:
             from .export import update_info
@@ -166,7 +250,7 @@ def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info
         return info
     members = [trials[m] for m in soup.members] if soup else [trial]
     if refit:
-        outcomes = [_refit(member, setup) for member in members]
+        outcomes = [_refit(member, setup, horizon=look.horizon if look else None) for member in members]
         models = [o.model for o in outcomes]
         summary = outcomes[0].summary if len(members) == 1 else trial.user_attrs.get("summary", "")
         meta = {"rows": len(setup.train) + len(setup.val), "epochs": int(trial.user_attrs.get("best_epoch", 0)) + 1,
@@ -181,6 +265,8 @@ def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info
         model = soup_model(setup, head_of(trial.params, setup.strategies[trial.params[STRATEGY]].strategy),
                            [m.state_dict() for m in models])
     extra = {"refit": meta, "refit_skipped": skipped}
+    if look is not None:
+        extra["second_look"] = _look_info(look, trial, refit=True)
     if soup is not None:
         extra["soup"] = {"members": list(soup.members), "val": soup.score, "base_val": soup.base_score}
         if soup.threshold is not None:  # the averaged model's own, tuned on validation
@@ -189,18 +275,47 @@ def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info
     return read_info(run_dir)
 
 
-def _refit(trial, setup):
-    """`trial`'s configuration trained on train + validation rows for the epochs that won."""
+def _look_or_why(trial, setup, budget) -> tuple[SecondLook | None, str | None]:
+    """(the accepted second look, None), or (None, why there is no refit) for a single model
+    kept mid-schedule."""
+    note = _epochs_note(trial)
+    if budget is not None and not budget.fits(look_seconds(trial, setup)):
+        return None, (f"the epoch kept ({note}) ended mid-schedule and there is no time for a second look "
+                      "at a schedule ending there: the trial's own model is kept")
+    look = second_look(trial, setup)
+    if look is None:
+        return None, (f"the epoch kept ({note}) ended mid-schedule, at a learning rate a refit would not "
+                      "validate: the trial's own model is kept")
+    metric = setup.fit.metric.name
+    if not look.accepted:
+        return None, (f"the epoch kept ({note}) ended mid-schedule; trained on a schedule ending there it "
+                      f"validated {metric} {look.score:.4f} against the trial's {trial.value:.4f} (one paired "
+                      f"SE {look.margin:.4f}): the trial's own model is kept")
+    log.info("second look at trial %d accepted: validation %s %.4f on a schedule ending at epoch %d (the trial "
+             "%.4f, one paired SE %.4f)", trial.number, metric, look.score, sum(look.horizon), trial.value,
+             look.margin)
+    return look, None
+
+
+def _look_info(look: SecondLook, trial, *, refit: bool) -> dict:
+    return {"epochs": sum(look.horizon), "horizon": list(look.horizon), "val": look.score,
+            "trial_val": trial.value, "margin": look.margin, "refit": refit}
+
+
+def _refit(trial, setup, horizon: tuple[int, ...] | None = None):
+    """`trial`'s configuration trained on train + validation rows for the epochs that won
+    (on the schedule `horizon` when given: a second look's, ending at them)."""
     setup = setup.for_params(trial.params)
     rows = concat(setup.train, setup.val)
     epochs = int(trial.user_attrs.get("best_epoch", 0)) + 1
-    log.info("refitting trial %d's configuration on all %d labelled rows for %d epoch(s)",
-             trial.number, len(rows), epochs)
+    log.info("refitting trial %d's configuration on all %d labelled rows for %d epoch(s)%s",
+             trial.number, len(rows), epochs, " on a schedule ending there" if horizon else "")
+    if horizon is None and (shrunk := trial.user_attrs.get(HORIZON)):
+        horizon = tuple(shrunk)
     # No deadline: the budget kept time back for this, and a final model must train in full.
     final = replace(setup, train=rows, val=None,
                     fit=replace(setup.fit, deadline=None, max_epochs=epochs,
-                                finalize_choice=trial.user_attrs.get("finalized"),
-                                horizon=tuple(h) if (h := trial.user_attrs.get(HORIZON)) else None))
+                                finalize_choice=trial.user_attrs.get("finalized"), horizon=horizon))
     return run_params(final, dict(trial.params), desc=f"refit trial {trial.number}")
 
 

@@ -153,6 +153,11 @@ def _summary(rows: list[dict], done: list[dict], info: dict | None, metric: str)
                      "for the epochs that won.</p>")
     elif info.get("refit_skipped"):
         lines.append(f"<p>No refit: {escape(str(info['refit_skipped']))}.</p>")
+    if info.get("second_look"):
+        look = info["second_look"]
+        lines.append(f"<p>Second look (the epoch kept ended mid-schedule): trained again for "
+                     f"{escape(str(look['epochs']))} epoch(s) on a schedule ending there, validation "
+                     f"{_text(look['val'])} against the trial's {_text(look['trial_val'])}.</p>")
     test = (info.get("scores") or {}).get("test")
     if test:
         scores = ", ".join(f"{escape(k)} {_text(float(v))}" for k, v in test["metrics"].items())

@@ -38,6 +38,7 @@ THRESHOLD = "threshold"  # user attr of a multi-label trial: its decision thresh
 HORIZON = "horizon"  # user attr: epochs per stage its schedules spanned, when shrunk to fit the --timeout
 # user attr, True when the epoch kept ended mid-schedule (its learning rate not yet decayed): no refit
 MID_SCHEDULE = "kept_mid_schedule"
+SPANS = "schedule_spans"  # user attr of such a trial: epochs each stage's schedule spanned (final.second_look)
 DUPLICATE_OF = "duplicate_of"  # user attr: the earlier trial that already ran this configuration
 SKIPPED = "skipped"  # user attr: why the trial did not run (it would not finish within the budget)
 UPLOAD_ERROR = "upload_error"  # trial user attr: why its model is not in the artifact store
@@ -365,8 +366,9 @@ class Objective:
             trial.set_user_attr(HORIZON, list(result.horizon))
             trial.set_user_attr("summary", f"{trial.user_attrs['summary']}; schedule fitted to the --timeout: "
                                            f"{sum(result.horizon)} epoch(s)")
-        if not result.kept_at_schedule_end:  # final.refit_allowed reads it
+        if not result.kept_at_schedule_end:  # final.refit_allowed and final.second_look read them
             trial.set_user_attr(MID_SCHEDULE, True)
+            trial.set_user_attr(SPANS, list(result.spans or ()))
         if self.on_complete is not None:
             try:
                 self.on_complete(trial, outcome)

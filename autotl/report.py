@@ -142,6 +142,14 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
                       "score above is the trial's, measured before the refit.", ""]
         elif info.get("refit_skipped"):
             lines += [f"**No refit:** {info['refit_skipped']}.", ""]
+        if info.get("second_look"):
+            look = info["second_look"]
+            lines += [f"**Second look:** the epoch kept ended mid-schedule, so the configuration was trained "
+                      f"again for {look['epochs']} epoch(s) on a schedule ending there: validation {metric} "
+                      f"{look['val']:.4f} against the trial's {look['trial_val']:.4f} (one paired SE "
+                      f"{look['margin']:.4f}); `best/` holds "
+                      + ("that schedule refit on all labelled rows." if look["refit"] else
+                         "that model (trained on the training rows)."), ""]
         test = (info.get("scores") or {}).get("test")
         if test:
             lines += [f"**Test set** ({test['rows']} rows, scored once for this model): "

@@ -15,7 +15,7 @@ from .decide import CHOICE
 from .errors import AutotlError, UsageError
 from .progress import SearchProgress
 from .export import clean_leftovers, restore_best, save_best, write_card_safely
-from .final import final_model, holds, info_for, read_info, refit_allowed, refit_seconds, score_test
+from .final import final_model, final_seconds, holds, info_for, read_info, score_test
 from .knowledge import KNOWLEDGE_ATTR, learn, record_search
 from .objective import POOLING, SKIPPED, STRATEGY, UPLOAD_ERROR, Objective, compact, tokenizer_of
 from .report import leaderboard, write_leaderboard, write_report
@@ -163,7 +163,7 @@ def _finish(study, best, setup, target, config, *, store, tokenizer, run_dir, bu
 
     study.set_user_attr(FINALIZING, True)  # workers still running elsewhere stop swapping best/
     decision = decide(study, setup, budget=budget, max_rounds=rescore,
-                      refit_seconds=refit_seconds(best, setup) if refit and refit_allowed(best) else 0.0)
+                      refit_seconds=final_seconds(best, setup) if refit else 0.0)
     chosen = study.trials[decision.chosen] if decision is not None else best
     if store is not None and chosen.number == best.number and not holds(run_dir, best, study.study_name):
         from .artifacts import export_best
@@ -318,10 +318,10 @@ def _reserve(study, best, setup, budget, *, refit: bool, rescore: int) -> float:
     """Seconds to keep back from the trials: the refit of the best configuration, and one
     re-scoring round of the current finalists (when validation cannot tell them apart).
     Only what can fit at all is kept back; otherwise the budget goes to more trials. A best
-    trial kept mid-schedule will not be refit (final.refit_allowed): nothing is kept for it."""
+    trial kept mid-schedule needs its second look before the refit (final.final_seconds)."""
     from .decide import rescore_seconds
 
-    needed = refit_seconds(best, setup) if refit and refit_allowed(best) else 0.0
+    needed = final_seconds(best, setup) if refit else 0.0
     if not budget.fits(needed):
         return 0.0
     round_cost = rescore_seconds(study, setup) if rescore > 0 else 0.0

@@ -81,6 +81,7 @@ class FitResult:
     # whether the kept epoch was its stage's last, its learning rate decayed to zero; False: a
     # snapshot taken mid-schedule, which a refit would not reproduce (final.refit_allowed)
     kept_at_schedule_end: bool = True
+    spans: tuple[int, ...] | None = None  # epochs each stage's schedule spanned as run (final.second_look)
 
 
 def autocast_for(device: str):
@@ -437,7 +438,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     model.eval()
     horizon = tuple(spans) if spans != planned and settings.horizon is None else None
     result = _finish(model, plan, val, settings, best, scores, epoch, truncated, time.monotonic() - start, horizon)
-    return replace(result, kept_at_schedule_end=result.best_epoch in schedule_ends)
+    return replace(result, kept_at_schedule_end=result.best_epoch in schedule_ends, spans=tuple(spans))
 
 
 def _stage_rows(model, stage: Stage, context: Context) -> StageRows:

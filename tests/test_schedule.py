@@ -237,7 +237,7 @@ def _final_model_with(monkeypatch, tmp_path, attrs, *, refit=True):
     refits, saved = [], {}
     trial = SimpleNamespace(number=3, params={"strategy": "full_finetune"}, value=0.9,
                             user_attrs={"best_epoch": 0, "epoch_scores": [0.9, 0.8, 0.8], "seconds": 3.0, **attrs})
-    monkeypatch.setattr(final, "_refit", lambda t, setup: refits.append(t.number) or SimpleNamespace(
+    monkeypatch.setattr(final, "_refit", lambda t, setup, horizon=None: refits.append(t.number) or SimpleNamespace(
         model="refit model", summary="s", result=SimpleNamespace(seconds=1.0)))
     monkeypatch.setattr(final, "_trained_model", lambda t, setup, run_dir: "trial model")
     monkeypatch.setattr(final, "save_best", lambda model, tokenizer, run_dir, info, max_length: saved.update(
@@ -250,6 +250,7 @@ def _final_model_with(monkeypatch, tmp_path, attrs, *, refit=True):
 
 
 def test_a_trial_kept_mid_schedule_exports_its_own_model_and_says_why(monkeypatch, tmp_path):
+    """Without its spans (a study written before they were recorded) no second look is possible."""
     from autotl.objective import MID_SCHEDULE
 
     refits, saved = _final_model_with(monkeypatch, tmp_path, {MID_SCHEDULE: True})
@@ -283,14 +284,106 @@ def test_the_objective_marks_a_trial_kept_mid_schedule(tiny_model_dir, monkeypat
     assert marked == [True, None]
 
 
-def test_no_time_is_kept_back_for_a_refit_the_rule_will_skip(monkeypatch):
+def test_time_is_kept_back_for_the_second_look_and_the_refit(monkeypatch):
     from autotl import runner
     from autotl.objective import MID_SCHEDULE
 
-    monkeypatch.setattr(runner, "refit_seconds", lambda trial, setup: 30.0)
+    monkeypatch.setattr(final, "refit_seconds", lambda trial, setup: 30.0)
     budget = Budget(timeout=600)
+    setup = SimpleNamespace(train=[0] * 8, val=[0] * 2)
     at_end = SimpleNamespace(user_attrs={})
     mid = SimpleNamespace(user_attrs={MID_SCHEDULE: True})
-    assert runner._reserve(None, at_end, None, budget, refit=True, rescore=0) == 30.0
-    assert runner._reserve(None, mid, None, budget, refit=True, rescore=0) == 0.0
-    assert runner._reserve(None, at_end, None, budget, refit=False, rescore=0) == 0.0
+    assert runner._reserve(None, at_end, setup, budget, refit=True, rescore=0) == 30.0
+    # the second look: the kept epochs on the 8 training rows of the 10 (30 s / 1.25), then the refit
+    assert runner._reserve(None, mid, setup, budget, refit=True, rescore=0) == pytest.approx(24.0 + 30.0)
+    assert runner._reserve(None, at_end, setup, budget, refit=False, rescore=0) == 0.0
+
+
+# -- the second look at a model kept mid-schedule -------------------------------------------------
+
+def test_the_schedule_to_the_kept_epoch_keeps_earlier_stages_whole():
+    from autotl.objective import SPANS
+
+    def trial(best, spans):
+        return SimpleNamespace(user_attrs={"best_epoch": best, SPANS: spans})
+
+    assert final.schedule_to_kept_epoch(trial(0, [6])) == (1,)
+    assert final.schedule_to_kept_epoch(trial(3, [6])) == (4,)
+    assert final.schedule_to_kept_epoch(trial(10, [10, 4])) == (10, 1)  # epoch 1 of the fine-tune stage
+    assert final.schedule_to_kept_epoch(trial(2, [2, 4])) == (2, 1)
+    assert final.schedule_to_kept_epoch(SimpleNamespace(user_attrs={"best_epoch": 0})) is None
+
+
+def test_a_second_look_trains_a_schedule_ending_at_the_kept_epoch_and_validates_it(tiny_model_dir, monkeypatch):
+    """A trial kept at epoch 1 of 3: the look trains one epoch whose rates decay to zero in it,
+    and is accepted or not by its validation score against the trial's."""
+    import optuna
+
+    from autotl.objective import MID_SCHEDULE, SPANS, Objective, TrialSetup
+    from autotl.plugins import Registry
+    from autotl.testing import LABELS
+
+    train, val, settings = tiny_setup(tiny_model_dir)
+    monkeypatch.setattr("autotl.train.epoch_tie_margin", lambda metric, targets, first, top: 0.0)
+    monkeypatch.setattr("autotl.select.epoch_tie_margin", lambda metric, targets, first, top: 0.0)
+    strategies = Registry().select(["linear_probe"])
+    values = iter([0.9, 0.5, 0.5])
+    fitted = replace(settings, metric=replace(settings.metric, fn=lambda targets, predicted: next(values)))
+    setup = TrialSetup(backbone_path=tiny_model_dir, strategies=strategies, poolings=("mean",), train=train,
+                       val=val, label_names=LABELS, num_outputs=2, fit=fitted)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"strategy": "linear_probe", "head.pooling": "mean",
+                         **{**strategies["linear_probe"].strategy.defaults, "linear_probe.epochs": 3}})
+    study.optimize(Objective(setup), n_trials=1)
+    trial = study.trials[0]
+    assert trial.user_attrs[MID_SCHEDULE] and trial.user_attrs[SPANS] == [3] and trial.value == 0.9
+    for score, accepted in ((0.9, True), (0.89, False)):
+        look_setup = replace(setup, fit=replace(settings, metric=replace(settings.metric,
+                                                                          fn=lambda targets, predicted: score)))
+        look = final.second_look(trial, look_setup)
+        assert look.horizon == (1,) and len(look.outcome.result.scores) == 1
+        assert (look.score, look.accepted) == (score, accepted)
+
+
+def _final_with_look(monkeypatch, tmp_path, accepted, *, refit_fits=True):
+    """final_model for a trial kept mid-schedule whose second look is `accepted` or not."""
+    from autotl.objective import MID_SCHEDULE, SPANS
+
+    calls, saved = [], {}
+    trial = SimpleNamespace(number=3, params={"strategy": "full_finetune"}, value=0.9,
+                            user_attrs={"best_epoch": 0, "epoch_scores": [0.9, 0.8, 0.8], "seconds": 3.0,
+                                        MID_SCHEDULE: True, SPANS: [3]})
+    look = final.SecondLook(SimpleNamespace(model="look model", summary="s"), (1,), 0.9 if accepted else 0.8,
+                            0.01, accepted)
+    monkeypatch.setattr(final, "second_look", lambda t, setup: calls.append("look") or look)
+    monkeypatch.setattr(final, "_refit", lambda t, setup, horizon=None: calls.append(("refit", horizon)) or
+                        SimpleNamespace(model="refit model", summary="s", result=SimpleNamespace(seconds=1.0)))
+    monkeypatch.setattr(final, "refit_fits", lambda budget, trials, setup: refit_fits)
+    monkeypatch.setattr(final, "_trained_model", lambda t, setup, run_dir: "trial model")
+    monkeypatch.setattr(final, "save_best", lambda model, tokenizer, run_dir, info, max_length: saved.update(
+        model=model, **info))
+    monkeypatch.setattr(final, "read_info", lambda run_dir: None)
+    setup = SimpleNamespace(train=[0] * 8, val=[0] * 2, fit=SimpleNamespace(metric=SimpleNamespace(name="acc")))
+    setup.for_params = lambda params: setup
+    final.final_model(trial, setup, None, tmp_path, max_length=16, info_base={"study": "s"}, refit=True,
+                      budget=Budget(timeout=600))
+    return calls, saved
+
+
+def test_an_accepted_second_look_is_refit_on_its_schedule(monkeypatch, tmp_path):
+    calls, saved = _final_with_look(monkeypatch, tmp_path, accepted=True)
+    assert calls == ["look", ("refit", (1,))] and saved["model"] == "refit model"
+    assert saved["second_look"]["refit"] and saved["second_look"]["val"] == 0.9 and saved["refit_skipped"] is None
+
+
+def test_an_accepted_second_look_without_time_to_refit_exports_the_looks_model(monkeypatch, tmp_path):
+    calls, saved = _final_with_look(monkeypatch, tmp_path, accepted=True, refit_fits=False)
+    assert calls == ["look"] and saved["model"] == "look model" and saved["refit"] is None
+    assert saved["second_look"]["refit"] is False and "second look's model" in saved["refit_skipped"]
+
+
+def test_a_rejected_second_look_keeps_the_trials_own_model_and_says_why(monkeypatch, tmp_path):
+    calls, saved = _final_with_look(monkeypatch, tmp_path, accepted=False)
+    assert calls == ["look"] and saved["model"] == "trial model" and saved["refit"] is None
+    assert "validated acc 0.8000 against the trial's 0.9000" in saved["refit_skipped"]
+    assert "second_look" not in saved

@@ -348,7 +348,6 @@ def test_an_epoch_that_would_end_past_the_deadline_is_not_started(tiny_model):
 def test_a_refit_that_cannot_fit_the_timeout_is_skipped(tiny_csv, tiny_model_dir, tmp_path, monkeypatch, caplog):
     import logging
 
-    monkeypatch.setattr("autotl.runner.refit_seconds", lambda trial, setup: 1e9)
     monkeypatch.setattr("autotl.final.refit_seconds", lambda trial, setup: 1e9)
     # the last epoch kept (at its schedule's end): only the timeout stands in the refit's way
     monkeypatch.setattr("autotl.train.epoch_tie_margin", lambda metric, targets, first, top: float("inf"))
