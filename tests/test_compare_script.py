@@ -1,6 +1,7 @@
 """benchmarks/compare.py builds the command lines the matrix runs (no run here)."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -54,3 +55,20 @@ def test_compare_versions_pairs_seeds_scored_in_both_and_judges_the_1x_line():
     assert "aaaaaaa (old) against bbbbbbb (new)" in table and "**met** (worst cell +0.010)" in table
     new[-1]["score"] = 0.83
     assert "**missed** (worst cell -0.020)" in versions.render(old, new, "autotl", 1.0)
+
+
+def test_merge_results_takes_each_contender_from_its_file_and_refuses_a_key_twice(tmp_path):
+    merger = _load("merge_results")
+    del sys.modules[merger.__name__]
+
+    def row(contender, commit, x=None):
+        return {"dataset": "d", "rows": 300, "seed": 0, "contender": contender, "budget_x": x, "commit": commit}
+
+    old = tmp_path / "old.json"
+    new = tmp_path / "new.json"
+    old.write_text(json.dumps({"sessions": [], "results": [row("seed", "a"), row("autotl", "a", 1.0)]}))
+    new.write_text(json.dumps({"sessions": [], "results": [row("seed", "b"), row("autotl", "b", 1.0)]}))
+    merged = merger.merge([(old, {"seed"}), (new, {"autotl"})])
+    assert [(r["contender"], r["commit"]) for r in merged["results"]] == [("seed", "a"), ("autotl", "b")]
+    with pytest.raises(SystemExit, match="is in both"):
+        merger.merge([(old, {"seed"}), (new, {"seed"})])
