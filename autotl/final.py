@@ -86,10 +86,8 @@ def holds(run_dir: Path, trial, study_name: str, info: dict | None = None, soup=
 def refit_seconds(trial, setup) -> float:
     """Estimated refit time of `trial`'s configuration: its seconds per epoch, for the
     epochs that won, scaled to train + validation rows."""
-    epochs_run = max(1, len(trial.user_attrs.get("epoch_scores") or ()))
-    per_epoch = float(trial.user_attrs.get("seconds", 0.0)) / epochs_run
     scale = (len(setup.train) + len(setup.val)) / max(1, len(setup.train))
-    return per_epoch * (int(trial.user_attrs.get("best_epoch", 0)) + 1) * scale
+    return look_seconds(trial, setup) * scale
 
 
 def refit_allowed(trial) -> bool:
@@ -158,9 +156,11 @@ def second_look(trial, setup) -> SecondLook | None:
 
 
 def look_seconds(trial, setup) -> float:
-    """Estimated time of `trial`'s second look: its kept epochs on the training rows."""
-    scale = (len(setup.train) + len(setup.val)) / max(1, len(setup.train))
-    return refit_seconds(trial, setup) / scale
+    """Estimated time of `trial`'s second look: its seconds per epoch, for the epochs it kept,
+    on the training rows (refit_seconds scales this to train + validation rows)."""
+    epochs_run = max(1, len(trial.user_attrs.get("epoch_scores") or ()))
+    per_epoch = float(trial.user_attrs.get("seconds", 0.0)) / epochs_run
+    return per_epoch * (int(trial.user_attrs.get("best_epoch", 0)) + 1)
 
 
 def final_seconds(trial, setup) -> float:
@@ -236,12 +236,7 @@ def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info
                    "training rows) is kept" if look else
                    "no time left for it before the --timeout: the trial's own model is kept")
         refit = False
-    if look is not None and not refit:  # the second look's model, validated, instead of the snapshot
-        extra = {"refit": None, "refit_skipped": skipped, "second_look": _look_info(look, trial, refit=False)}
-        save_best(look.outcome.model, tokenizer, run_dir,
-                  {**info_for(info_base, trial, look.outcome.summary), **extra}, max_length=max_length)
-        return read_info(run_dir)
-    if current and (not refit or info.get("refit")):
+    if current and look is None and (not refit or info.get("refit")):
         if skipped and info.get("refit_skipped") != skipped:
             from .export import update_info
 
@@ -255,6 +250,8 @@ def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info
         summary = outcomes[0].summary if len(members) == 1 else trial.user_attrs.get("summary", "")
         meta = {"rows": len(setup.train) + len(setup.val), "epochs": int(trial.user_attrs.get("best_epoch", 0)) + 1,
                 "seconds": round(sum(o.result.seconds for o in outcomes), 1)}
+    elif look is not None:  # the second look's model, validated, instead of the mid-schedule snapshot
+        models, summary, meta = [look.outcome.model], look.outcome.summary, None
     else:
         models = [_trained_model(member, setup, run_dir) for member in members]
         summary, meta = trial.user_attrs.get("summary", ""), None
@@ -266,7 +263,7 @@ def final_model(trial, setup, tokenizer, run_dir: Path, *, max_length: int, info
                            [m.state_dict() for m in models])
     extra = {"refit": meta, "refit_skipped": skipped}
     if look is not None:
-        extra["second_look"] = _look_info(look, trial, refit=True)
+        extra["second_look"] = _look_info(look, trial, refit=refit)
     if soup is not None:
         extra["soup"] = {"members": list(soup.members), "val": soup.score, "base_val": soup.base_score}
         if soup.threshold is not None:  # the averaged model's own, tuned on validation

@@ -71,13 +71,18 @@ def head_tail_ids(tokenizer, texts, max_length: int) -> list[list[int]]:
     """Token ids keeping each long text's first quarter and last three quarters of the budget."""
     prefix, suffix = _specials(tokenizer)
     room = max_length - len(prefix) - len(suffix)
-    head = room // 4
-    out = []
-    for ids in tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]:
-        if len(ids) > room:
-            ids = ids[:head] + ids[len(ids) - (room - head):]
-        out.append(prefix + list(ids) + suffix)
-    return out
+    return [prefix + head_tail_cut(ids, room) + suffix
+            for ids in tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]]
+
+
+def head_tail_cut(ids, keep: int) -> list[int]:
+    """`ids` cut to `keep` tokens: the first quarter of them from its beginning, the rest from
+    its end (unchanged when it fits); a text pair's segments are cut the same way (pairs.py)."""
+    ids = list(ids)
+    if len(ids) <= keep:
+        return ids
+    head = keep // 4
+    return ids[:head] + ids[len(ids) - (keep - head):]
 
 
 def _specials(tokenizer) -> tuple[list[int], list[int]]:

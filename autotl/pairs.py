@@ -103,15 +103,16 @@ def head_tail_encode(tokenizer, pairs, max_length: int) -> tuple[list[list[int]]
     """The pair encoding with each segment cut to its longest_first share of `max_length`,
     keeping the segment's first quarter of that share and its end (a pair that fits is the
     tokenizer's own encoding, token for token)."""
-    layout = _pair_layout(tokenizer)
-    (prefix, middle, suffix), types = layout
+    from .lengths import head_tail_cut
+
+    (prefix, middle, suffix), types = _pair_layout(tokenizer)
     room = max_length - len(prefix) - len(middle) - len(suffix)
     first, second = _split(pairs)
     words = dict(add_special_tokens=False, truncation=False, verbose=False)
     ids_out, types_out = [], []
     for a, b in zip(tokenizer(first, **words)["input_ids"], tokenizer(second, **words)["input_ids"]):
         keep_a, keep_b = longest_first_shares(len(a), len(b), room)
-        a, b = _head_tail(a, keep_a), _head_tail(b, keep_b)
+        a, b = head_tail_cut(a, keep_a), head_tail_cut(b, keep_b)
         ids_out.append(prefix + a + middle + b + suffix)
         if types is not None:
             t_prefix, t_a, t_middle, t_b, t_suffix = types
@@ -131,15 +132,6 @@ def longest_first_shares(first: int, second: int, room: int) -> tuple[int, int]:
     if min(first, second) <= half:
         return (first, room - first) if first <= second else (room - second, second)
     return (room - half, half) if first > second else (half, room - half)
-
-
-def _head_tail(ids: list[int], keep: int) -> list[int]:
-    """`ids` cut to `keep` tokens: its first quarter of them and its last three quarters."""
-    ids = list(ids)
-    if len(ids) <= keep:
-        return ids
-    head = keep // 4
-    return ids[:head] + ids[len(ids) - (keep - head):]
 
 
 def _pair_layout(tokenizer):

@@ -284,15 +284,15 @@ def test_the_objective_marks_a_trial_kept_mid_schedule(tiny_model_dir, monkeypat
     assert marked == [True, None]
 
 
-def test_time_is_kept_back_for_the_second_look_and_the_refit(monkeypatch):
+def test_time_is_kept_back_for_the_second_look_and_the_refit():
     from autotl import runner
     from autotl.objective import MID_SCHEDULE
 
-    monkeypatch.setattr(final, "refit_seconds", lambda trial, setup: 30.0)
     budget = Budget(timeout=600)
     setup = SimpleNamespace(train=[0] * 8, val=[0] * 2)
-    at_end = SimpleNamespace(user_attrs={})
-    mid = SimpleNamespace(user_attrs={MID_SCHEDULE: True})
+    ran = {"seconds": 24.0, "epoch_scores": [0.9], "best_epoch": 0}  # its refit: 24 s x 10 / 8 rows = 30 s
+    at_end = SimpleNamespace(user_attrs=ran)
+    mid = SimpleNamespace(user_attrs={**ran, MID_SCHEDULE: True})
     assert runner._reserve(None, at_end, setup, budget, refit=True, rescore=0) == 30.0
     # the second look: the kept epochs on the 8 training rows of the 10 (30 s / 1.25), then the refit
     assert runner._reserve(None, mid, setup, budget, refit=True, rescore=0) == pytest.approx(24.0 + 30.0)
