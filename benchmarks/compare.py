@@ -255,7 +255,9 @@ def autotl_result(run_dir: Path) -> dict:
     test = info["scores"]["test"]["metrics"]  # every metric of the task: accuracy, f1_macro, ... or r2, ...
     return {**test, "trials": sum(states.values()), "states": dict(states), "best_trial": info.get("trial"),
             "strategy": info.get("strategy"), "val_score": info["scores"].get("val"), "params": info.get("params"),
-            "refit": info.get("refit")}
+            "refit": info.get("refit"),
+            # why the export is not a refit, and what a second look found: what explains a cell
+            **{k: info[k] for k in ("refit_skipped", "second_look", "soup") if info.get(k) is not None}}
 
 
 def run(contender: str, cell: Cell, x: float | None, budget: float | None, work: Path, args) -> dict:

@@ -72,3 +72,15 @@ def test_merge_results_takes_each_contender_from_its_file_and_refuses_a_key_twic
     assert [(r["contender"], r["commit"]) for r in merged["results"]] == [("seed", "a"), ("autotl", "b")]
     with pytest.raises(SystemExit, match="is in both"):
         merger.merge([(old, {"seed"}), (new, {"seed"})])
+
+
+def test_an_autotl_row_says_why_its_export_is_not_a_refit(compare, tmp_path):
+    (tmp_path / "best").mkdir()
+    info = {"scores": {"test": {"metrics": {"accuracy": 0.86}}, "val": 0.9}, "trial": 2, "strategy": "baseline",
+            "params": {"strategy": "baseline"}, "refit": None, "refit_skipped": "no time",
+            "second_look": {"accepted": False}, "soup": None}
+    (tmp_path / "best" / "autotl.json").write_text(json.dumps(info))
+    (tmp_path / "leaderboard.csv").write_text("number,state\n0,complete\n1,pruned\n2,complete\n")
+    row = compare.autotl_result(tmp_path)
+    assert row["refit_skipped"] == "no time" and row["second_look"] == {"accepted": False}
+    assert "soup" not in row and row["states"] == {"complete": 2, "pruned": 1} and row["accuracy"] == 0.86
