@@ -10,7 +10,13 @@ tries the configurations that were strongest elsewhere, then the sampler takes o
 Around the learned order: the `baseline` recipe is always among the first trials (every
 leaderboard shows what the hand recipe would have scored), and a strategy the evidence
 never evaluated — a newly installed plugin — gets its own default trial after the learned
-ones, so it is compared against the zoo. Strategies the user names with ``--strategies``
+ones, so it is compared against the zoo. Such a strategy that declares ``trains_like =
+"full_finetune"`` (tapt and self_training: a full fine-tune with something before or after)
+takes its training settings (lr, epochs, batch size, weight decay, and head) from that
+strategy's first learned configuration in the bucket instead of its literature defaults: those
+defaults are tuned for large data (the recipe's lr 5e-5 for 3 epochs underfits 100 rows),
+while the evidence shows which fine-tuning settings work at the dataset's size. Strategies
+the user names with ``--strategies``
 are compared first: each one's first trial (learned, else its defaults) comes before any
 second trial of another.
 """
@@ -77,7 +83,8 @@ def first_trials(strategies: dict, poolings: tuple[str, ...], rows: int, path=No
         trials = [t for t in trials if t[STRATEGY] != BASELINE]
         trials.insert(min(BASELINE_WITHIN - 1, len(trials)), {STRATEGY: BASELINE})
     evaluated = set(content.get("evaluated_strategies", ()))
-    for params in default_trials(strategies, poolings):
+    learned = bucket_for(content, rows).get("order", [])
+    for params in default_trials(strategies, poolings, learned):
         name = params[STRATEGY]
         if (each_strategy or name not in evaluated) and not any(t[STRATEGY] == name for t in trials):
             trials.append(params)
@@ -107,11 +114,49 @@ def cost_key(params: dict) -> str:
     return json.dumps({k: v for k, v in params.items() if k != "backbone"}, sort_keys=True, default=str)
 
 
-def default_trials(strategies: dict, poolings: tuple[str, ...]) -> list[dict]:
-    """One trial per strategy with its literature defaults (mean head where allowed), in order."""
+def default_trials(strategies: dict, poolings: tuple[str, ...], learned: list[dict] = ()) -> list[dict]:
+    """One trial per strategy with its literature defaults (mean head where allowed), in order;
+    a strategy with `trains_like` takes its training settings from the `learned` order (the
+    bucket's configurations) where that strategy appears in it (`inherit_training`)."""
     head = DEFAULT_HEAD if DEFAULT_HEAD in poolings else poolings[0]
     out = []
     for name, reg in strategies.items():
         fixed = getattr(reg.strategy, "head", None)
-        out.append({STRATEGY: name, **({} if fixed else {POOLING: head}), **reg.strategy.defaults})
+        params = {STRATEGY: name, **({} if fixed else {POOLING: head}), **reg.strategy.defaults}
+        out.append(inherit_training(params, reg.strategy, learned, poolings))
     return out
+
+
+TRAINING_KEYS = ("lr", "epochs", "batch_size", "weight_decay")
+
+
+def inherit_training(params: dict, strategy, learned: list[dict], poolings: tuple[str, ...]) -> dict:
+    """`params` (a strategy's default trial) with the training settings of the first `learned`
+    configuration of the strategy it `trains_like`: only the keys its own defaults have, kept
+    inside its TrainingSpace, and that configuration's head where the search allows it."""
+    like = getattr(strategy, "trains_like", None)
+    source = next((dict(e["params"]) for e in learned if like and e["params"].get(STRATEGY) == like), None)
+    if source is None:
+        return params
+    name, space = params[STRATEGY], getattr(strategy, "space", None)
+    out = dict(params)
+    for field in TRAINING_KEYS:
+        mine, theirs = f"{name}.{field}", f"{like}.{field}"
+        if mine in out and theirs in source:
+            out[mine] = _within(source[theirs], field, space)
+    if POOLING in out and source.get(POOLING) in poolings:
+        out[POOLING] = source[POOLING]
+    return out
+
+
+def _within(value, field: str, space):
+    """`value` clipped into the strategy's TrainingSpace range for `field` (a batch size
+    outside its choices: the nearest choice); as it is when the strategy has no such range."""
+    if space is None:
+        return value
+    if field == "batch_size":
+        choices = list(getattr(space, "batch_sizes", ()) or ())
+        return min(choices, key=lambda c: abs(c - value)) if choices and value not in choices else value
+    bounds = {"lr": getattr(space, "lr", None), "epochs": getattr(space, "epochs", None),
+              "weight_decay": getattr(space, "weight_decay", None)}[field]
+    return value if bounds is None else type(value)(min(max(value, bounds[0]), bounds[1]))

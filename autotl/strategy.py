@@ -138,6 +138,8 @@ class Strategy(Protocol):
     # optional `head: str`: the head this strategy always uses ("standard" or "mean"); the
     # search then does not choose one for it (the baseline recipe fixes "standard")
     # optional `unsupported(data) -> str | None`: why it cannot run on this data (module docstring)
+    # optional `trains_like: str`: a strategy whose learned fine-tuning settings (lr, epochs, batch
+    # size, weight decay, head) replace these defaults in the first trial (portfolio.py)
 
     def search_space(self, trial) -> dict[str, Any]:
         """Suggest this strategy's parameters; keys are ``f"{name}.{param}"``."""

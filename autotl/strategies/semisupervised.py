@@ -52,6 +52,7 @@ class TAPT(TrainedStrategy):
     description = ("task-adaptive pretraining: masked-LM training on the training + unlabeled texts, then every "
                    "weight fine-tunes (Gururangan et al. 2020)")
     space = TrainingSpace(lr=(1e-5, 1.5e-4), epochs=(2, 10))
+    trains_like = "full_finetune"  # its default fine-tune: the portfolio's for the data's size (portfolio.py)
     # 100 steps: the cheapest adaptation first (it is most of the trial's cost on a CPU); the
     # sampler moves to more steps where they pay.
     defaults = namespaced("tapt", mlm_steps=100, lr=5e-5, epochs=3, batch_size=32, weight_decay=0.01)
@@ -74,6 +75,7 @@ class SelfTraining(TrainedStrategy):
     description = ("a fine-tuned teacher pseudo-labels the unlabeled rows it is sure of; training goes on over "
                    "labelled + pseudo-labelled rows, the latter weighted (1-2 rounds)")
     space = TrainingSpace(lr=(1e-5, 1.5e-4), epochs=(2, 10))
+    trains_like = "full_finetune"  # the teacher's default fine-tune: the portfolio's for the data's size
     defaults = namespaced("self_training", threshold=0.9, rounds=1, pseudo_weight=0.5, student_epochs=1,
                           lr=5e-5, epochs=3, batch_size=32, weight_decay=0.01)
 
