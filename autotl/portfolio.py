@@ -12,8 +12,8 @@ leaderboard shows what the hand recipe would have scored), and a strategy the ev
 never evaluated — a newly installed plugin — gets its own default trial after the learned
 ones, so it is compared against the zoo. Such a strategy that declares ``trains_like =
 "full_finetune"`` (tapt and self_training: a full fine-tune with something before or after)
-takes its training settings (lr, epochs, batch size, weight decay, and head) from that
-strategy's first learned configuration in the bucket instead of its literature defaults: those
+takes its training settings (lr, epochs, batch size, weight decay) from that strategy's first
+learned configuration in the bucket with the same head instead of its literature defaults: those
 defaults are tuned for large data (the recipe's lr 5e-5 for 3 epochs underfits 100 rows),
 while the evidence shows which fine-tuning settings work at the dataset's size. Strategies
 the user names with ``--strategies``
@@ -123,19 +123,22 @@ def default_trials(strategies: dict, poolings: tuple[str, ...], learned: list[di
     for name, reg in strategies.items():
         fixed = getattr(reg.strategy, "head", None)
         params = {STRATEGY: name, **({} if fixed else {POOLING: head}), **reg.strategy.defaults}
-        out.append(inherit_training(params, reg.strategy, learned, poolings))
+        out.append(inherit_training(params, reg.strategy, learned))
     return out
 
 
 TRAINING_KEYS = ("lr", "epochs", "batch_size", "weight_decay")
 
 
-def inherit_training(params: dict, strategy, learned: list[dict], poolings: tuple[str, ...]) -> dict:
+def inherit_training(params: dict, strategy, learned: list[dict]) -> dict:
     """`params` (a strategy's default trial) with the training settings of the first `learned`
-    configuration of the strategy it `trains_like`: only the keys its own defaults have, kept
-    inside its TrainingSpace, and that configuration's head where the search allows it."""
+    configuration of the strategy it `trains_like` that has the same head (else the first of
+    that strategy): only the keys its own defaults have, kept inside its TrainingSpace. The
+    head stays the default trial's: the evidence ranks a head for that strategy at the
+    bucket's sizes, and the standard head's untrained pooler fails on the smallest data."""
     like = getattr(strategy, "trains_like", None)
-    source = next((dict(e["params"]) for e in learned if like and e["params"].get(STRATEGY) == like), None)
+    sources = [dict(e["params"]) for e in learned if like and e["params"].get(STRATEGY) == like]
+    source = next((p for p in sources if p.get(POOLING) == params.get(POOLING)), sources[0] if sources else None)
     if source is None:
         return params
     name, space = params[STRATEGY], getattr(strategy, "space", None)
@@ -144,8 +147,6 @@ def inherit_training(params: dict, strategy, learned: list[dict], poolings: tupl
         mine, theirs = f"{name}.{field}", f"{like}.{field}"
         if mine in out and theirs in source:
             out[mine] = _within(source[theirs], field, space)
-    if POOLING in out and source.get(POOLING) in poolings:
-        out[POOLING] = source[POOLING]
     return out
 
 

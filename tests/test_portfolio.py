@@ -112,18 +112,20 @@ def _first(trials, name):
     return next(t for t in trials if t["strategy"] == name)
 
 
-def test_tapt_and_self_training_fine_tune_as_the_buckets_first_full_fine_tune(tmp_path, installed):
+def test_tapt_and_self_training_fine_tune_as_the_buckets_first_full_fine_tune_with_their_head(tmp_path, installed):
     path = _write(tmp_path, [{"max_rows": None, "order": [
         _entry("linear_probe", lr=0.01, epochs=25, batch_size=32, weight_decay=0.0),
         _entry("full_finetune", head="standard", lr=1e-4, epochs=6, batch_size=16, weight_decay=0.02),
-        _entry("full_finetune", lr=5e-5, epochs=10, batch_size=32, weight_decay=0.0)]}])
+        _entry("full_finetune", lr=5e-5, epochs=10, batch_size=16, weight_decay=0.03),
+        _entry("full_finetune", lr=1e-4, epochs=4, batch_size=32, weight_decay=0.0)]}])
     trials = portfolio.first_trials(installed, ("standard", "mean"), rows=100, path=path)
     for name, own in (("tapt", {"tapt.mlm_steps": 100}), ("self_training", {"self_training.threshold": 0.9})):
         trial = _first(trials, name)
+        # the first learned mean-head full fine-tune's settings: the default trial's head stays mean
         assert {k: trial[k] for k in (f"{name}.lr", f"{name}.epochs", f"{name}.batch_size", f"{name}.weight_decay",
-                                      "head.pooling")} == {f"{name}.lr": 1e-4, f"{name}.epochs": 6,
-                                                           f"{name}.batch_size": 16, f"{name}.weight_decay": 0.02,
-                                                           "head.pooling": "standard"}
+                                      "head.pooling")} == {f"{name}.lr": 5e-5, f"{name}.epochs": 10,
+                                                           f"{name}.batch_size": 16, f"{name}.weight_decay": 0.03,
+                                                           "head.pooling": "mean"}
         assert own.items() <= trial.items()  # its own parameters keep their defaults
     # a strategy that does not train like another keeps its literature defaults
     assert _first(trials, "bitfit") == {"strategy": "bitfit", "head.pooling": "mean",
@@ -138,7 +140,7 @@ def test_inherited_settings_stay_inside_the_strategys_space_and_the_allowed_head
     trials = portfolio.first_trials(installed, ("mean",), rows=100, path=path)
     trial = _first(trials, "tapt")
     assert (trial["tapt.lr"], trial["tapt.epochs"], trial["tapt.batch_size"]) == (1.5e-4, 10, 32)
-    assert trial["head.pooling"] == "mean"  # the standard head is not searched here
+    assert trial["head.pooling"] == "mean"  # no mean-head entry: the first one's settings, the head its own
     study = optuna.create_study()
     own = {k: v for k, v in trial.items() if k.startswith("tapt.")}
     study.enqueue_trial(own)
