@@ -161,7 +161,7 @@ def fitted_span(spans: list[int], stage: int, done: int, fit_epochs: int) -> int
     when they run). Never grows: a schedule that lengthened would raise the learning rate."""
     rest = spans[stage] - done
     left = rest + sum(spans[stage + 1:])
-    if fit_epochs >= left:
+    if fit_epochs >= left or left <= 0:  # nothing planned is left to cut (the last epoch ran past the deadline)
         return spans[stage]
     return done + (max(0, fit_epochs) * rest) // left
 

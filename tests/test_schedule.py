@@ -60,6 +60,37 @@ def test_fitted_span_cuts_the_planned_epochs_in_proportion_and_never_grows():
     assert fitted_span([4, 4], 0, 2, 3) == 2 + 3 * 2 // 6  # this stage keeps its share: 2 + 1
     assert fitted_span([8], 0, 3, 0) == 3  # nothing fits: the stage ends here
     assert fitted_span([8], 0, 3, -4) == 3
+    assert fitted_span([8], 0, 8, -1) == 8  # the last epoch ended past the deadline: nothing left to cut
+    assert fitted_span([3, 1], 1, 1, -2) == 1
+
+
+class Overrun(Budget):
+    """A deadline that lets every epoch start and is past once `after` epochs have ended."""
+
+    def __init__(self, after: int):
+        super().__init__(1000.0)
+        self.noted, self.after = 0, after
+
+    def note_epoch(self, seconds):
+        super().note_epoch(seconds)
+        self.noted += 1
+
+    def passed(self, within=0.0):
+        return False
+
+    def remaining(self):
+        return -5.0 if self.noted >= self.after else 1000.0
+
+
+@pytest.mark.parametrize("epochs", [(1,), (2, 1)])
+def test_a_last_epoch_that_ends_past_the_deadline_keeps_the_trial(tiny_model, epochs):
+    """Self-training's student epoch (labelled + pseudo-labelled rows) can take many times the
+    teacher's, so it ends past the deadline its start was judged by: the trial is kept (it
+    failed with a ZeroDivisionError, losing the teacher's epochs)."""
+    train, val, settings = tiny_setup()
+    model = tiny_model("mean")
+    result = fit(model, _plan(model, *epochs), train, val, replace(settings, deadline=Overrun(sum(epochs))))
+    assert len(result.scores) == sum(epochs) and result.best_epoch is not None
 
 
 def test_a_schedule_the_deadline_would_cut_decays_to_zero_in_the_epochs_that_fit(tiny_model, rates):
