@@ -371,7 +371,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     steps_per_epoch = math.ceil(len(train) / plan.batch_size)
     total = plan.epochs if settings.max_epochs is None else min(plan.epochs, settings.max_epochs)
     bar = _bar(settings, sum(s.epochs for s in plan.stages) * steps_per_epoch)
-    epoch, truncated, last_epoch_seconds, scores = 0, False, 0.0, []
+    epoch, truncated, last_epoch_seconds, last_epoch_steps, scores = 0, False, 0.0, 1, []
     schedule_ends = set()  # epochs whose last step ran at the end of their stage's decay
     planned = [s.epochs for s in plan.stages]
     spans = list(settings.horizon) if settings.horizon is not None else list(planned)
@@ -392,8 +392,11 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
             while done < spans[index]:
                 if epoch >= total:
                     break
-                # Not an epoch that would end past the deadline (the last one's time predicts it).
-                if deadline is not None and epoch > 0 and deadline.passed(within=last_epoch_seconds):
+                # Not an epoch that would end past the deadline: the last one's time predicts it,
+                # per step (a stage on other rows, e.g. self-training's labelled + pseudo-labelled
+                # rows, takes as many times longer as it has steps).
+                if deadline is not None and epoch > 0 and deadline.passed(
+                        within=last_epoch_seconds * stage_steps / last_epoch_steps):
                     truncated = True
                     break
                 epoch_start = time.monotonic()
@@ -408,7 +411,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                     scores.append(judged.score)
                     bar.set_postfix_str(f"epoch {epoch + 1} {settings.metric.name}={scores[-1]:.4f}")
                     best.offer(epoch, judged)
-                last_epoch_seconds = time.monotonic() - epoch_start
+                last_epoch_seconds, last_epoch_steps = time.monotonic() - epoch_start, stage_steps
                 done += 1
                 if done >= spans[index]:  # the span this epoch's rates were set on (before any shrink below)
                     schedule_ends.add(epoch)

@@ -418,3 +418,40 @@ def test_a_rejected_second_look_keeps_the_trials_own_model_and_says_why(monkeypa
     assert calls == ["look"] and saved["model"] == "trial model" and saved["refit"] is None
     assert "validated acc 0.8000 against the trial's 0.9000" in saved["refit_skipped"]
     assert "second_look" not in saved
+
+
+class Recording(Budget):
+    """A deadline never passed that records each epoch's time and each predicted next epoch."""
+
+    def __init__(self):
+        super().__init__(1000.0)
+        self.noted, self.predicted = [], []
+
+    def note_epoch(self, seconds):
+        super().note_epoch(seconds)
+        self.noted.append(seconds)
+
+    def passed(self, within=0.0):
+        self.predicted.append(within)
+        return False
+
+
+def test_a_stage_on_more_rows_is_predicted_to_take_longer_per_its_steps(tiny_model):
+    """Whether the next epoch fits before the deadline is judged by the last epoch's time per
+    step times this stage's steps: self-training's student epoch (labelled + pseudo-labelled
+    rows) is not judged by the teacher's shorter epoch."""
+    import math
+
+    from autotl.batching import concat
+    from autotl.strategy import StageRows
+
+    train, val, settings = tiny_setup()
+    model = tiny_model("mean")
+    head = tuple(model.head_parameters())
+    tripled = lambda model, context: StageRows(concat(concat(context.train, context.train), context.train))  # noqa: E731
+    plan = Plan((Stage((ParamGroup(head, 1e-2),), 1), Stage((ParamGroup(head, 1e-2),), 1, start=tripled)),
+                batch_size=8)
+    deadline = Recording()
+    fit(model, plan, train, val, replace(settings, deadline=deadline))
+    steps, student_steps = math.ceil(len(train) / 8), math.ceil(3 * len(train) / 8)
+    assert deadline.predicted[0] == pytest.approx(deadline.noted[0] * student_steps / steps)
