@@ -67,7 +67,8 @@ def first_trials(strategies: dict, poolings: tuple[str, ...], rows: int, path=No
     `prefer` (a warm start's configurations, knowledge.py) come before the learned order."""
     content = load(path)
     trials: list[dict] = [dict(p) for p in prefer or ()]
-    for entry in bucket_for(content, rows).get("order", []):
+    learned = bucket_for(content, rows).get("order", [])
+    for entry in learned:
         params = dict(entry["params"])
         reg = strategies.get(params.get(STRATEGY))
         if reg is None:
@@ -83,7 +84,6 @@ def first_trials(strategies: dict, poolings: tuple[str, ...], rows: int, path=No
         trials = [t for t in trials if t[STRATEGY] != BASELINE]
         trials.insert(min(BASELINE_WITHIN - 1, len(trials)), {STRATEGY: BASELINE})
     evaluated = set(content.get("evaluated_strategies", ()))
-    learned = bucket_for(content, rows).get("order", [])
     for params in default_trials(strategies, poolings, learned):
         name = params[STRATEGY]
         if (each_strategy or name not in evaluated) and not any(t[STRATEGY] == name for t in trials):
@@ -158,6 +158,5 @@ def _within(value, field: str, space):
     if field == "batch_size":
         choices = list(getattr(space, "batch_sizes", ()) or ())
         return min(choices, key=lambda c: abs(c - value)) if choices and value not in choices else value
-    bounds = {"lr": getattr(space, "lr", None), "epochs": getattr(space, "epochs", None),
-              "weight_decay": getattr(space, "weight_decay", None)}[field]
+    bounds = getattr(space, field, None)  # TrainingSpace names its ranges as the params: lr, epochs, weight_decay
     return value if bounds is None else type(value)(min(max(value, bounds[0]), bounds[1]))

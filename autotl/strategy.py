@@ -139,7 +139,7 @@ class Strategy(Protocol):
     # search then does not choose one for it (the baseline recipe fixes "standard")
     # optional `unsupported(data) -> str | None`: why it cannot run on this data (module docstring)
     # optional `trains_like: str`: a strategy whose learned fine-tuning settings (lr, epochs, batch
-    # size, weight decay, head) replace these defaults in the first trial (portfolio.py)
+    # size, weight decay; the head stays this one's) replace these defaults in the first trial (portfolio.py)
 
     def search_space(self, trial) -> dict[str, Any]:
         """Suggest this strategy's parameters; keys are ``f"{name}.{param}"``."""

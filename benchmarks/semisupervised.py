@@ -224,8 +224,9 @@ def main(argv: list[str]) -> int:
         return 2
     results = load(args.out)
     if args.table:
-        args.out.with_suffix(".md").write_text(table(results, args.data))
-        print(table(results, args.data))
+        text = table(results, args.data)
+        args.out.with_suffix(".md").write_text(text)
+        print(text)
         return 0
     strategies = [s.strip() for s in args.strategies.split(",")] if args.strategies else None
     work = Path(tempfile.mkdtemp(prefix="autotl-semisupervised-"))
