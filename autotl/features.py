@@ -44,16 +44,30 @@ class FeatureCache:
         self._store.clear()
 
     def features(self, model, data: Encoded, *, pad_id: int, device, autocast) -> torch.Tensor:
-        key = (weights_fingerprint(model.encoder), model.pooling.value, data.key)
+        key = self._key(model, data)
         if key in self._store:
             self._store.move_to_end(key)
             return self._store[key]
         feats = compute_features(model, data, pad_id=pad_id, device=device, autocast=autocast)
         self.computed += 1
+        self._keep(key, feats)
+        return feats
+
+    def put(self, model, data: Encoded, feats: torch.Tensor) -> None:
+        """Record `feats` as `model`'s features of `data`, known without a forward pass (rows
+        put together from rows already cached: self-training's labelled + pseudo-labelled rows)."""
+        if len(feats) != len(data):
+            raise ValueError(f"{len(feats)} feature rows for {len(data)} rows")
+        self._keep(self._key(model, data), feats)
+
+    def _key(self, model, data: Encoded) -> tuple:
+        return weights_fingerprint(model.encoder), model.pooling.value, data.key
+
+    def _keep(self, key: tuple, feats: torch.Tensor) -> None:
         self._store[key] = feats
+        self._store.move_to_end(key)
         while len(self._store) > self.max_entries:
             self._store.popitem(last=False)
-        return feats
 
 
 def compute_features(model, data: Encoded, *, pad_id: int, device, autocast) -> torch.Tensor:

@@ -1,8 +1,10 @@
-"""Unlabeled rows: read (empty labels, --unlabeled), counted, capped, fed to `tapt` and
-`self_training`; the adapted backbone computed once per setting; bad input one line."""
+"""Unlabeled rows: read (empty labels, --unlabeled), counted, capped, fed to `tapt`,
+`self_training` and `probe_self_training`; the adapted backbone computed once per setting;
+the self-trained probe's features computed once per search; bad input one line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -28,18 +30,19 @@ from autotl.testing import sentiment_rows
 from conftest import fails, write_csv  # noqa: E402
 
 BOTH = ("tapt", "self_training")
+ALL = (*BOTH, "probe_self_training")  # every strategy that learns from unlabeled rows
 
 
 def blank_labels(n: int, seed: int = 3) -> list[tuple[str, str]]:
     return [(text, "") for text, _ in sentiment_rows(n, seed)]
 
 
-def setup_with_unlabeled(tmp_path, model_dir, *, empty: int = 2, extra: int = 8):
+def setup_with_unlabeled(tmp_path, model_dir, *, empty: int = 2, extra: int = 8, strategies=BOTH):
     """A prepared search on 30 labelled rows, `empty` rows with an empty label, and an
     --unlabeled file of `extra` rows."""
     data = write_csv(tmp_path / "data.csv", sentiment_rows(30) + blank_labels(empty))
     extra_csv = write_csv(tmp_path / "u.csv", [(t,) for t, _ in sentiment_rows(extra, seed=4)], header=("text",))
-    config = RunConfig.build(data, model=model_dir, out=str(tmp_path / "run"), strategies=BOTH,
+    config = RunConfig.build(data, model=model_dir, out=str(tmp_path / "run"), strategies=strategies,
                              unlabeled=extra_csv, progress=False)
     return prepare(config, device="cpu", budget=None, progress=False)
 
@@ -102,7 +105,7 @@ def test_the_strategies_are_not_offered_without_unlabeled_rows(tmp_path, caplog)
     labelled = load_data(write_csv(tmp_path / "a.csv", sentiment_rows(20)))
     with caplog.at_level(logging.INFO, logger="autotl"):
         kept = offered(strategies, labelled, named=False)
-    assert not set(BOTH) & set(kept) and "full_finetune" in kept
+    assert not set(ALL) & set(kept) and "full_finetune" in kept
     assert "strategy tapt is not searched: it learns from unlabeled rows" in caplog.text
     with pytest.raises(UsageError, match="strategy 'tapt' cannot run on this data: .*--unlabeled U.csv"):
         offered({"tapt": strategies["tapt"]}, labelled, named=True)
@@ -110,14 +113,15 @@ def test_the_strategies_are_not_offered_without_unlabeled_rows(tmp_path, caplog)
     values = [(text, f"{i / 4:.2f}") for i, (text, _) in enumerate(sentiment_rows(20))]
     regression = load_data(write_csv(tmp_path / "r.csv", values + blank_labels(3)))
     kept = offered(strategies, regression, named=False)
-    assert "tapt" in kept and "self_training" not in kept
-    with pytest.raises(UsageError, match="single-label classes and this is regression data"):
-        offered({"self_training": strategies["self_training"]}, regression, named=True)
+    assert "tapt" in kept and not {"self_training", "probe_self_training"} & set(kept)
+    for name in ("self_training", "probe_self_training"):
+        with pytest.raises(UsageError, match="single-label classes and this is regression data"):
+            offered({name: strategies[name]}, regression, named=True)
 
 
-def test_both_are_registered_as_builtin_plugins():
+def test_all_three_are_registered_as_builtin_plugins():
     strategies = Registry().strategies()
-    for name in BOTH:
+    for name in ALL:
         assert (strategies[name].plugin, strategies[name].distribution) == ("autotl.semisupervised", "autotl 0.1.0")
 
 
@@ -261,6 +265,70 @@ def test_row_weights_scale_each_rows_loss():
     assert _loss(logits, targets, settings, torch.tensor([1.0, 1.0, 0.0])) == pytest.approx(first_two.item())
     weighted = FitSettings(**{**settings.__dict__, "class_weights": (1.0, 3.0)})
     assert _loss(logits, targets, weighted, torch.ones(3)) == pytest.approx(_loss(logits, targets, weighted).item())
+
+
+# -- the self-trained probe ------------------------------------------------------------------------
+
+def test_the_self_trained_probe_trains_the_head_only_on_pseudo_labelled_rows(tmp_path, tiny_model_dir, monkeypatch):
+    from autotl.model import build_model
+
+    setup = setup_with_unlabeled(tmp_path, tiny_model_dir, strategies=ALL).setup
+    seen, real = [], pseudolabel.pseudo_labelled
+
+    def spy(model, context, **kw):
+        rows = real(model, context, **kw)
+        seen.append((kw, len(rows.data), rows.weights.tolist()))
+        return rows
+
+    monkeypatch.setattr(pseudolabel, "pseudo_labelled", spy)
+    outcome = run_params(setup, params("probe_self_training", rounds=2, threshold=0.0, pseudo_weight=0.25))
+    assert [kw["frozen_encoder"] for kw, _, _ in seen] == [True, True]  # one pseudo-labelling per round
+    # threshold 0: every unlabeled row is pseudo-labelled (a probability is above 0), at its weight
+    assert all(rows == len(setup.train) + 10 for _, rows, _ in seen)
+    assert seen[0][2] == [1.0] * len(setup.train) + [0.25] * 10
+    assert len(outcome.result.scores) == 1 + 2  # the teacher's epoch, then one per round
+    pretrained = build_model(tiny_model_dir, outcome.model.pooling, num_outputs=2, label_names=setup.label_names,
+                             regression=False).encoder.state_dict()
+    assert all(torch.equal(v, pretrained[k]) for k, v in outcome.model.encoder.state_dict().items())
+
+
+def test_the_self_trained_probe_runs_the_encoder_once_per_search(tmp_path, tiny_model_dir):
+    from autotl.features import CACHE
+
+    setup = setup_with_unlabeled(tmp_path, tiny_model_dir, strategies=ALL).setup
+    CACHE.clear()
+    before = CACHE.computed
+    run_params(setup, params("probe_self_training", threshold=0.0))
+    assert CACHE.computed - before == 3  # the training, validation and unlabeled rows; the student's are put together
+    run_params(setup, params("probe_self_training", threshold=0.0, lr=3e-2))  # another trial
+    run_params(setup, params("probe_self_training", threshold=0.3, pseudo_weight=0.5))  # other pseudo-labels
+    assert CACHE.computed - before == 3
+
+
+@pytest.mark.parametrize("pooling", ["mean", "standard"])
+def test_cached_pseudo_labels_are_the_full_forward_passs(tmp_path, tiny_model_dir, tiny_model, pooling):
+    from autotl.features import CACHE
+    from autotl.train import infer
+
+    setup = setup_with_unlabeled(tmp_path, tiny_model_dir).setup
+    model = tiny_model(pooling).eval()
+    context = Context(setup.train, setup.unlabeled, pad_id=setup.fit.pad_id, device="cpu")
+    CACHE.clear()
+    probabilities = pseudolabel._softmax(infer(model, setup.unlabeled, pad_id=setup.fit.pad_id, device="cpu"))
+    threshold = float(np.median(probabilities.max(axis=1)))  # about half the rows are above it
+    cached = pseudolabel.pseudo_labelled(model, context, threshold=threshold, weight=0.5, frozen_encoder=True)
+    plain = pseudolabel.pseudo_labelled(model, context, threshold=threshold, weight=0.5)
+    assert cached.data.ids == plain.data.ids and cached.weights.tolist() == plain.weights.tolist()
+    assert cached.data.targets.tolist() == plain.data.targets.tolist()
+    assert len(setup.train) < len(cached.data) < len(setup.train) + len(setup.unlabeled)
+    if model.splittable:  # the student's features, put together without running the encoder, are its own
+        put = CACHE.features(model, cached.data, pad_id=setup.fit.pad_id, device="cpu", autocast=contextlib.nullcontext)
+        computed = CACHE.computed
+        from autotl.features import compute_features
+
+        fresh = compute_features(model, cached.data, pad_id=setup.fit.pad_id, device="cpu",
+                                 autocast=contextlib.nullcontext)
+        assert CACHE.computed == computed and torch.allclose(put, fresh, atol=1e-5)
 
 
 # -- end to end, and bad input -------------------------------------------------------------------------
