@@ -140,6 +140,8 @@ class Strategy(Protocol):
     # optional `unsupported(data) -> str | None`: why it cannot run on this data (module docstring)
     # optional `trains_like: str`: a strategy whose learned fine-tuning settings (lr, epochs, batch
     # size, weight decay; the head stays this one's) replace these defaults in the first trial (portfolio.py)
+    # optional `early_default: bool`: while no benchmark evidence covers it, its default trial runs
+    # among the first trials rather than after the learned ones (portfolio.py)
 
     def search_space(self, trial) -> dict[str, Any]:
         """Suggest this strategy's parameters; keys are ``f"{name}.{param}"``."""

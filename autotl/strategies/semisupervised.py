@@ -131,6 +131,9 @@ class ProbeSelfTraining(TrainedStrategy):
                    "training on labelled + pseudo-labelled rows (features computed once per search)")
     space = TrainingSpace(lr=(1e-3, 5e-2), epochs=(10, 40), batch_sizes=(32, 64), weight_decay=(0.0, 0.01))
     trains_like = "linear_probe"  # the probe's learned settings, where the portfolio has one
+    # Offered only with unlabeled rows, and a probe's price: its default trial comes among the
+    # first (portfolio.py), so even a small budget shows what the unlabeled rows buy.
+    early_default = True
     # Threshold 0.9 at full weight: the exploration in the module docstring (0.5 or less added
     # nothing; 0.9 added most on every dataset, weight 1 about as 0.5).
     defaults = namespaced("probe_self_training", threshold=0.9, rounds=1, pseudo_weight=1.0, lr=1e-2, epochs=25,
