@@ -7,15 +7,18 @@ S), lose their labels. Two contenders, each `autotl search` in a subprocess with
 --timeout, seed and labelled rows, scored once on the whole test.csv by the search itself
 (best/autotl.json):
 
-- with_unlabeled: the unlabeled rows passed as --unlabeled U.csv, so tapt and self_training
-  are offered beside every other strategy;
-- labelled_only: the same search without them (tapt and self_training are not offered).
+- with_unlabeled: the unlabeled rows passed as --unlabeled U.csv, so tapt, self_training and
+  probe_self_training are offered beside every other strategy;
+- labelled_only: the same search without them (those three are not offered).
 
 Both start cold (--no-knowledge) and search every installed strategy unless --strategies
 names some. Each finished cell is saved at once to --out (rewritten atomically) with the
 git commit, and the markdown table is rewritten beside it (.md); a rerun skips the cells
 already saved (one that failed is tried again; --redo runs them all again), so Ctrl-C
-keeps what finished. `--table` rewrites the table from the JSON alone.
+keeps what finished. `--table` rewrites the table from the JSON alone. `--recount WORK [WORK
+...]` recounts each saved row's semi-supervised trials from the leaderboards in working
+folders kept with --keep (for rows saved by a version of this script that knew fewer such
+strategies) and rewrites the table.
 
     python benchmarks/semisupervised.py [--datasets trec6,sst2,ag_news] [--labels 100,300] [--seeds 0]
         [--timeout 900] [--unlabeled-cap 2000]
@@ -42,7 +45,7 @@ from searches import RESULTS, autotl_search, int_list  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data"
 CONTENDERS = ("labelled_only", "with_unlabeled")
-SEMISUPERVISED = ("tapt", "self_training")
+SEMISUPERVISED = ("tapt", "self_training", "probe_self_training")  # offered only with unlabeled rows
 DEFAULT_OUT = RESULTS / "semisupervised.json"
 
 
@@ -56,17 +59,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--unlabeled-cap", type=int, default=2000, help="unlabeled rows at most (default 2000: "
                    "self-training pseudo-labels every one of them in each of its trials)")
     p.add_argument("--strategies", help="comma-separated strategies for both searches (default: every installed "
-                   "one; tapt and self_training are left out of the labelled-only search)")
+                   "one; tapt, self_training and probe_self_training are left out of the labelled-only search)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON, read to resume; the table goes "
                    "beside it (.md)")
     p.add_argument("--redo", action="store_true", help="run cells already saved again")
     p.add_argument("--table", action="store_true", help="only rewrite the table from --out")
     p.add_argument("--keep", action="store_true", help="keep the working folder (data, run directories)")
+    p.add_argument("--recount", type=Path, nargs="+", metavar="WORK", help="only recount the saved rows' "
+                   "semi-supervised trials from these kept working folders' leaderboards")
     args = p.parse_args(argv)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     args.labels, args.seeds = int_list(args.labels), int_list(args.seeds)
     if args.strategies and not set(args.strategies.split(",")) - set(SEMISUPERVISED):
-        raise UsageError("--strategies must name a strategy besides tapt and self_training: the labelled-only "
+        raise UsageError("--strategies must name a strategy besides those that need unlabeled rows: the labelled-only "
                          "search needs one")
     for name in args.datasets:
         for file in ("train.csv", "test.csv"):
@@ -107,13 +112,28 @@ def result_of(key: dict, found: dict, unlabeled_rows: int) -> dict:
     if "error" in found:
         return {**row, "error": found["error"]}
     info, board = found["info"], found["board"]
+    return {**row, "test": info["scores"]["test"]["metrics"], "test_rows": info["scores"]["test"]["rows"],
+            "val": info["scores"]["val"], "chosen": f"{info['strategy']}/{info['head']['pooling']}",
+            **trial_counts(board)}
+
+
+def trial_counts(board: list[dict]) -> dict:
+    """A leaderboard's finished trials, and those of strategies that learn from unlabeled rows."""
     done = [r for r in board if r["state"] == "complete"]
     semi = [r for r in done if r["strategy"] in SEMISUPERVISED]
-    return {**row, "test": info["scores"]["test"]["metrics"], "test_rows": info["scores"]["test"]["rows"],
-            "val": info["scores"]["val"],
-            "chosen": f"{info['strategy']}/{info['head']['pooling']}", "trials": len(done),
-            "semisupervised_trials": len(semi),
+    return {"trials": len(done), "semisupervised_trials": len(semi),
             "best_semisupervised_val": max((r["score"] for r in semi), default=None)}
+
+
+def recount(results: list[dict], works: list[Path]) -> list[dict]:
+    """`results` with each row's trial counts read again from the first kept working folder
+    holding its run's leaderboard (rows without one are kept as they are)."""
+    out = []
+    for r in results:
+        board = next((b for w in works if (b := w / f"{r['dataset']}-{r['labels']}-{r['seed']}" / r["contender"]
+                                           / "leaderboard.json").is_file()), None)
+        out.append(r if board is None or "error" in r else {**r, **trial_counts(json.loads(board.read_text()))})
+    return out
 
 
 def git_commit() -> str:
@@ -160,7 +180,7 @@ def table(results: list[dict], data: Path = DATA) -> str:
              "SE: the standard error of the difference of two test accuracies on the cell's test rows, as if "
              "independent (a paired SE is smaller).",
              "", "| dataset | labels | unlabeled | seed | timeout s | labelled only | with unlabeled | Δ accuracy ± SE "
-             "| chosen with unlabeled | tapt/self_training trials (best val) |",
+             "| chosen with unlabeled | semi-supervised trials (best val) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     deltas: dict[int, list[tuple[float, float]]] = {}
     for (dataset, labels, seed, timeout), pair in sorted(cells.items()):
@@ -223,6 +243,11 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     results = load(args.out)
+    if args.recount:
+        results = recount(results, args.recount)
+        save(args.out, results, args.data)
+        print(table(results, args.data))
+        return 0
     if args.table:
         text = table(results, args.data)
         args.out.with_suffix(".md").write_text(text)

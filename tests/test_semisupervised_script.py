@@ -47,3 +47,20 @@ def test_the_table_judges_the_mean_gain_at_100_labels_and_counts_cells_below_one
     assert "more than one SE: 0." in text.split("- 100 labels")[1].splitlines()[0]
     line_300 = text.split("- 300 labels")[1].splitlines()[0]
     assert "**-0.1000**" in line_300 and "target" not in line_300 and "one SE: 1 (-0.1000 ± " in line_300
+
+
+def test_recount_reads_the_kept_leaderboards_and_counts_every_unlabeled_rows_strategy(semi, tmp_path):
+    import json
+
+    board = [{"state": "complete", "strategy": "probe_self_training", "score": 0.7},
+             {"state": "complete", "strategy": "self_training", "score": 0.5},
+             {"state": "pruned", "strategy": "tapt", "score": 0.9},
+             {"state": "complete", "strategy": "linear_probe", "score": 0.6}]
+    run = tmp_path / "work" / "a-100-0" / "with_unlabeled"
+    run.mkdir(parents=True)
+    (run / "leaderboard.json").write_text(json.dumps(board))
+    saved = [_row("a", 100, "with_unlabeled", 0.7), _row("a", 100, "labelled_only", 0.6)]
+    recounted = semi.recount(saved, [tmp_path / "elsewhere", tmp_path / "work"])
+    assert {k: recounted[0][k] for k in ("trials", "semisupervised_trials", "best_semisupervised_val")} == {
+        "trials": 3, "semisupervised_trials": 2, "best_semisupervised_val": 0.7}
+    assert recounted[1] == saved[1]  # no kept leaderboard: the row as saved
