@@ -345,6 +345,8 @@ def _strategies(args) -> int:
         origin = f"{reg.plugin} ({reg.distribution})" if reg.distribution else reg.plugin
         print(f"{name}  [plugin {origin}]")
         print(f"    {getattr(reg.strategy, 'description', '')}")
+        if getattr(reg.strategy, "opt_in", None):
+            print(f"    searched only when named with --strategies: {reg.strategy.opt_in}")
         for param, dist in describe_space(reg.strategy).items():
             default = reg.strategy.defaults.get(param, "")
             print(f"    {param:<28} {dist}" + (f"   default {default}" if default != "" else ""))

@@ -18,11 +18,7 @@ defaults are tuned for large data (the recipe's lr 5e-5 for 3 epochs underfits 1
 while the evidence shows which fine-tuning settings work at the dataset's size. Strategies
 the user names with ``--strategies``
 are compared first: each one's first trial (learned, else its defaults) comes before any
-second trial of another. An unevaluated strategy that declares ``early_default = True``
-gets its default trial right after the first BASELINE_WITHIN trials instead of after the
-learned ones: one that is offered only when the user supplied something for it and costs
-little (probe_self_training: the unlabeled rows, a probe's price), so a small budget still
-compares what the user's extra data buys.
+second trial of another.
 """
 
 from __future__ import annotations
@@ -88,13 +84,10 @@ def first_trials(strategies: dict, poolings: tuple[str, ...], rows: int, path=No
         trials = [t for t in trials if t[STRATEGY] != BASELINE]
         trials.insert(min(BASELINE_WITHIN - 1, len(trials)), {STRATEGY: BASELINE})
     evaluated = set(content.get("evaluated_strategies", ()))
-    early = []  # unevaluated strategies that ask to be compared early (`early_default`)
     for params in default_trials(strategies, poolings, learned):
         name = params[STRATEGY]
         if (each_strategy or name not in evaluated) and not any(t[STRATEGY] == name for t in trials):
-            is_early = getattr(strategies[name].strategy, "early_default", False) and name not in evaluated
-            (early if is_early else trials).append(params)
-    trials[BASELINE_WITHIN:BASELINE_WITHIN] = early
+            trials.append(params)
     if each_strategy:  # the user asked to compare these: each one's first trial comes first
         firsts = [t for i, t in enumerate(trials) if all(u[STRATEGY] != t[STRATEGY] for u in trials[:i])]
         trials = firsts + [t for t in trials if t not in firsts]

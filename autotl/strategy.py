@@ -140,8 +140,8 @@ class Strategy(Protocol):
     # optional `unsupported(data) -> str | None`: why it cannot run on this data (module docstring)
     # optional `trains_like: str`: a strategy whose learned fine-tuning settings (lr, epochs, batch
     # size, weight decay; the head stays this one's) replace these defaults in the first trial (portfolio.py)
-    # optional `early_default: bool`: while no benchmark evidence covers it, its default trial runs
-    # among the first trials rather than after the learned ones (portfolio.py)
+    # optional `opt_in: str`: why it is searched only when the user names it (--strategies);
+    # `offered` leaves it out of a search over every installed strategy, saying so
 
     def search_space(self, trial) -> dict[str, Any]:
         """Suggest this strategy's parameters; keys are ``f"{name}.{param}"``."""
@@ -161,13 +161,17 @@ def unsupported(strategy, data) -> str | None:
 
 def offered(strategies: Mapping[str, Any], data, *, named: bool) -> dict:
     """The registered `strategies` (name -> Registered) that can run on `data`; the others are
-    left out with one log line, or, when the user `named` them, refused with their reason."""
+    left out with one log line, or, when the user `named` them, refused with their reason. A
+    strategy with `opt_in` runs only when `named`."""
     from .errors import UsageError
 
     kept = {}
     for name, registered in strategies.items():
         reason = unsupported(registered.strategy, data)
-        if reason is None:
+        if reason is None and not named and getattr(registered.strategy, "opt_in", None):
+            logging.getLogger("autotl").info("strategy %s is searched only when named with --strategies: %s", name,
+                                             registered.strategy.opt_in)
+        elif reason is None:
             kept[name] = registered
         elif named:
             raise UsageError(f"strategy '{name}' cannot run on this data: {reason}")

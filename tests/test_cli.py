@@ -177,6 +177,8 @@ def test_strategies_lists_builtins_in_process(capsys):
     headers = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
     assert headers == INSTALLED and set(BUILTINS) <= set(INSTALLED)
     assert "error" not in err
+    block = out.split("probe_self_training  [plugin")[1].split("\n")  # an opt-in strategy says so
+    assert block[2].startswith("    searched only when named with --strategies: on 100-label benchmarks")
 
 
 def run_python(args, tmp_path) -> subprocess.CompletedProcess:

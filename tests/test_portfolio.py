@@ -157,19 +157,3 @@ def test_without_a_learned_full_fine_tune_tapt_keeps_its_defaults(tmp_path, inst
     trial = _first(portfolio.first_trials(installed, ("standard", "mean"), rows=100, path=path), "tapt")
     assert trial == {"strategy": "tapt", "head.pooling": "mean", **installed["tapt"].strategy.defaults}
 
-
-def test_a_strategy_asking_to_be_early_runs_after_the_first_trials_until_the_evidence_covers_it(tmp_path, installed):
-    order = [_entry("linear_probe", lr=0.02, epochs=30, batch_size=64, weight_decay=0.0), _entry("full_finetune"),
-             _entry("freeze"), _entry("lp_ft")]
-    path = _write(tmp_path, [{"max_rows": None, "order": order}])
-    names = [t["strategy"] for t in portfolio.first_trials(installed, ("standard", "mean"), rows=100, path=path)]
-    assert names[:portfolio.BASELINE_WITHIN + 1] == ["linear_probe", "full_finetune", "baseline",
-                                                     "probe_self_training"]
-    assert names.index("self_training") > names.index("lp_ft")  # not early: after the learned ones
-    trial = _first(portfolio.first_trials(installed, ("standard", "mean"), rows=100, path=path), "probe_self_training")
-    assert (trial["probe_self_training.lr"], trial["probe_self_training.epochs"],
-            trial["probe_self_training.batch_size"]) == (0.02, 30, 64)  # it trains like the learned probe
-    covered = _write(tmp_path, [{"max_rows": None, "order": order}],
-                     evaluated=("linear_probe", "full_finetune", "freeze", "baseline", "probe_self_training"))
-    names = [t["strategy"] for t in portfolio.first_trials(installed, ("standard", "mean"), rows=100, path=covered)]
-    assert "probe_self_training" not in names  # measured, and not in the learned order: left to the sampler

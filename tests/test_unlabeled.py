@@ -119,6 +119,17 @@ def test_the_strategies_are_not_offered_without_unlabeled_rows(tmp_path, caplog)
             offered({name: strategies[name]}, regression, named=True)
 
 
+def test_the_self_trained_probe_runs_only_when_named(tmp_path, caplog):
+    strategies = Registry().strategies()
+    data = load_data(write_csv(tmp_path / "a.csv", sentiment_rows(20) + blank_labels(4)))
+    with caplog.at_level(logging.INFO, logger="autotl"):
+        everything = offered(strategies, data, named=False)
+    assert {"tapt", "self_training"} <= set(everything) and "probe_self_training" not in everything
+    assert "strategy probe_self_training is searched only when named with --strategies: on 100-label" in caplog.text
+    named = offered({k: strategies[k] for k in ("linear_probe", "probe_self_training")}, data, named=True)
+    assert list(named) == ["linear_probe", "probe_self_training"]
+
+
 def test_all_three_are_registered_as_builtin_plugins():
     strategies = Registry().strategies()
     for name in ALL:

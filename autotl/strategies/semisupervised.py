@@ -133,9 +133,12 @@ class ProbeSelfTraining(TrainedStrategy):
                    "training on labelled + pseudo-labelled rows (features computed once per search)")
     space = TrainingSpace(lr=(1e-3, 5e-2), epochs=(10, 40), batch_sizes=(32, 64), weight_decay=(0.0, 0.01))
     trains_like = "linear_probe"  # the probe's learned settings, where the portfolio has one
-    # Offered only with unlabeled rows, and a probe's price: its default trial comes among the
-    # first (portfolio.py), so even a small budget shows what the unlabeled rows buy.
-    early_default = True
+    # Measured (benchmarks/semisupervised.py, 100 labels, 600 s, trec6/sst2/ag_news x 2 seeds,
+    # searched by default): it tied the fine-tunes on 20 validation rows, won the tie as the
+    # simplest (head only) and then lost on test (trec6 seed 1 -5.2, sst2 seed 0 -2.1 points
+    # against the labelled-only search); its student beats its own probe teacher, not LP-FT.
+    opt_in = ("on 100-label benchmarks it tied fine-tunes on validation and lost to them on test; "
+              "name it to compare it (e.g. --strategies linear_probe,probe_self_training)")
     # Threshold 0.9 at full weight: the exploration in the module docstring (0.9 added most on
     # average, weight 1 about as much as 0.5).
     defaults = namespaced("probe_self_training", threshold=0.9, rounds=1, pseudo_weight=1.0, lr=1e-2, epochs=25,
