@@ -62,11 +62,6 @@ def _pseudo_labelled(model, context, *, threshold: float, weight: float, frozen_
     return pseudo_labelled(model, context, threshold=threshold, weight=weight, frozen_encoder=frozen_encoder)
 
 
-def _classification_with_unlabeled(data) -> str | None:
-    if data.task.value != "classification":
-        return (f"it pseudo-labels single-label classes and this is {data.task.value} data; "
-                "tapt also learns from unlabeled rows")
-    return NEEDS_UNLABELED if _no_unlabeled(data) else None
 
 
 class TAPT(TrainedStrategy):
@@ -92,7 +87,30 @@ class TAPT(TrainedStrategy):
         return Plan((stage,), batch_size=t.batch_size, summary=f"masked-LM {steps} steps, then all weights train")
 
 
-class SelfTraining(TrainedStrategy):
+class _PseudoLabelling(TrainedStrategy):
+    """What the two self-training strategies share: where they run, the pseudo-labels'
+    parameters, and the start of each student stage."""
+
+    frozen_encoder = False  # the encoder never trains: pseudo-label from cached features
+
+    def unsupported(self, data) -> str | None:
+        if data.task.value != "classification":
+            return (f"it pseudo-labels single-label classes and this is {data.task.value} data; "
+                    "tapt also learns from unlabeled rows")
+        return NEEDS_UNLABELED if _no_unlabeled(data) else None
+
+    def own_space(self, trial):
+        return {self.key("threshold"): trial.suggest_float(self.key("threshold"), 0.6, 0.99),
+                self.key("rounds"): trial.suggest_int(self.key("rounds"), 1, 2),
+                self.key("pseudo_weight"): trial.suggest_float(self.key("pseudo_weight"), 0.1, 1.0)}
+
+    def student_start(self, params):
+        """The Stage start of each student: the labelled rows plus the teacher's pseudo-labels."""
+        return functools.partial(_pseudo_labelled, threshold=float(params[self.key("threshold")]),
+                                 weight=float(params[self.key("pseudo_weight")]), frozen_encoder=self.frozen_encoder)
+
+
+class SelfTraining(_PseudoLabelling):
     name = "self_training"
     description = ("a fine-tuned teacher pseudo-labels the unlabeled rows it is sure of; training goes on over "
                    "labelled + pseudo-labelled rows, the latter weighted (1-2 rounds)")
@@ -101,13 +119,8 @@ class SelfTraining(TrainedStrategy):
     defaults = namespaced("self_training", threshold=0.9, rounds=1, pseudo_weight=0.5, student_epochs=1,
                           lr=5e-5, epochs=3, batch_size=32, weight_decay=0.01)
 
-    def unsupported(self, data) -> str | None:
-        return _classification_with_unlabeled(data)
-
     def own_space(self, trial):
-        return {self.key("threshold"): trial.suggest_float(self.key("threshold"), 0.6, 0.99),
-                self.key("rounds"): trial.suggest_int(self.key("rounds"), 1, 2),
-                self.key("pseudo_weight"): trial.suggest_float(self.key("pseudo_weight"), 0.1, 1.0),
+        return {**super().own_space(trial),
                 self.key("student_epochs"): trial.suggest_int(self.key("student_epochs"), 1, 3)}
 
     def prepare(self, model, params):
@@ -119,15 +132,14 @@ class SelfTraining(TrainedStrategy):
         # stages), not afresh: a fresh student would first relearn the few labelled rows, at
         # twice the cost, and the per-epoch validation still keeps the teacher's epoch should
         # the pseudo-labels hurt. Each round's teacher is the previous round's student.
-        start = functools.partial(_pseudo_labelled, threshold=threshold,
-                                  weight=float(params[self.key("pseudo_weight")]))
+        start = self.student_start(params)
         students = tuple(Stage((group,), int(params[self.key("student_epochs")]), start=start)
                          for _ in range(rounds))
         return Plan((teacher, *students), batch_size=t.batch_size,
                     summary=f"teacher, then {rounds} round(s) on pseudo-labels above {threshold:.2f}")
 
 
-class ProbeSelfTraining(TrainedStrategy):
+class ProbeSelfTraining(_PseudoLabelling):
     name = "probe_self_training"
     description = ("encoder frozen: a linear probe pseudo-labels the unlabeled rows it is sure of, then goes on "
                    "training on labelled + pseudo-labelled rows (features computed once per search)")
@@ -144,20 +156,13 @@ class ProbeSelfTraining(TrainedStrategy):
     defaults = namespaced("probe_self_training", threshold=0.9, rounds=1, pseudo_weight=1.0, lr=1e-2, epochs=25,
                           batch_size=32, weight_decay=0.0)
 
-    def unsupported(self, data) -> str | None:
-        return _classification_with_unlabeled(data)
-
-    def own_space(self, trial):
-        return {self.key("threshold"): trial.suggest_float(self.key("threshold"), 0.6, 0.99),
-                self.key("rounds"): trial.suggest_int(self.key("rounds"), 1, 2),
-                self.key("pseudo_weight"): trial.suggest_float(self.key("pseudo_weight"), 0.1, 1.0)}
+    frozen_encoder = True
 
     def prepare(self, model, params):
         t = self.training(params)
         threshold, rounds = float(params[self.key("threshold")]), int(params[self.key("rounds")])
         group = ParamGroup(tuple(model.head_parameters()), t.lr, t.weight_decay)
-        start = functools.partial(_pseudo_labelled, threshold=threshold,
-                                  weight=float(params[self.key("pseudo_weight")]), frozen_encoder=True)
+        start = self.student_start(params)
         # Each student trains as long as the teacher: the head goes on from the teacher's
         # weights over many more rows, at the probe's rate on a fresh schedule.
         stages = (Stage((group,), t.epochs),) + tuple(Stage((group,), t.epochs, start=start) for _ in range(rounds))
