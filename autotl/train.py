@@ -22,6 +22,7 @@ from . import multilabel, multitask
 from .activations import ACTIVATIONS
 from .batching import Encoded, batch_order, in_row_order, model_inputs
 from .budget import Budget
+from .epoch_clock import EpochClock, padded_tokens
 from .errors import StrategyError
 from .features import CACHE as FEATURES
 from .metrics import Metric
@@ -322,10 +323,14 @@ class _Best:
 
 
 def _train_epoch(model, stage: Stage, forward: StageForward, params: list, optimizer, scheduler,
-                 rows: StageRows, batch_size: int, settings: FitSettings, rng, bar) -> torch.Tensor:
-    """One pass over `rows`; returns the last batch's loss (checked once per epoch)."""
+                 rows: StageRows, batch_size: int, settings: FitSettings, rng, bar,
+                 watch: Callable[[list], Callable[[int], None]] | None = None) -> torch.Tensor:
+    """One pass over `rows`; returns the last batch's loss (checked once per epoch).
+    `watch(batches)`, if given, returns what to call after each step with its number."""
     train = rows.data
-    for index in batch_order(train.lengths, batch_size, rng, pool=1 if settings.batch_order == "shuffled" else 50):
+    batches = batch_order(train.lengths, batch_size, rng, pool=1 if settings.batch_order == "shuffled" else 50)
+    after_step = watch(batches) if watch is not None else None
+    for step, index in enumerate(batches):
         # Micro-batches (gradient accumulation) give the same step in less memory.
         for part in np.array_split(index, min(settings.accumulation, len(index))):
             pooled, logits = forward(train, part)
@@ -343,7 +348,29 @@ def _train_epoch(model, stage: Stage, forward: StageForward, params: list, optim
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         bar.update(1)
+        if after_step is not None:
+            after_step(step)
     return loss
+
+
+def _fit_while_running(spans: list[int], index: int, scheduler: _Schedule, deadline: Budget, started: float,
+                       bar, stage_steps: int) -> Callable[[float], None]:
+    """What to do with a stage's first epoch predicted to take `seconds` (epoch_clock.py):
+    shrink the stage's schedule to the epochs that fit before the deadline, counted from the
+    epoch's start (this one always ends: at least one)."""
+
+    def fitted(seconds: float) -> None:
+        left = deadline.remaining()
+        if left is None:
+            return
+        fit = int((left + time.monotonic() - started) // max(seconds, 1e-9))
+        span = max(1, fitted_span(spans, index, 0, fit))
+        if span < spans[index]:
+            bar.total -= (spans[index] - span) * stage_steps
+            spans[index] = span
+            scheduler.shrink(span)
+
+    return fitted
 
 
 def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSettings,
@@ -376,6 +403,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     planned = [s.epochs for s in plan.stages]
     spans = list(settings.horizon) if settings.horizon is not None else list(planned)
     deadline = settings.deadline
+    val_tokens = float(np.sum(val.lengths)) if val is not None and deadline is not None else 0.0
     context = Context(train, unlabeled, settings.work_dir, settings.pad_id, settings.device, settings.seed, corpus,
                       settings.deadline)
     try:
@@ -401,8 +429,13 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                     break
                 epoch_start = time.monotonic()
                 _set_modes(model, encoder_frozen)
+                watch = None
+                if deadline is not None and done == 0 and spans[index] > 1:  # fitted a tenth into the epoch
+                    fitted = _fit_while_running(spans, index, scheduler, deadline, epoch_start, bar, stage_steps)
+                    watch = (lambda batches, data=rows.data, fitted=fitted:  # noqa: E731
+                             EpochClock(padded_tokens(data.lengths, batches), val_tokens, fitted).after_step)
                 loss = _train_epoch(model, stage, forward, params, optimizer, scheduler, rows, plan.batch_size,
-                                    settings, rng, bar)
+                                    settings, rng, bar, watch)
                 if not math.isfinite(loss.item()):  # one host sync per epoch, not per step
                     raise StrategyError(f"loss became {loss.item()} in epoch {epoch + 1}; "
                                         "the learning rate is probably too high")
