@@ -118,3 +118,14 @@ def test_the_clock_never_cuts_the_epoch_it_times(tiny_model, monkeypatch):
     plan = Plan((Stage((ParamGroup(tuple(model.head_parameters()), 1e-2),), 8),), batch_size=4, warmup_ratio=0.1)
     result = fit(model, plan, train, val, replace(settings, deadline=SecondsLeft(1.0, 7.0, epochs=1)))
     assert result.horizon == (1,) and len(result.scores) == 1 and result.kept_at_schedule_end
+
+
+def test_an_epoch_fits_only_with_a_tenth_of_its_time_to_spare(tiny_model, monkeypatch):
+    """12.5 s left and epochs predicted at 6 s: two would end 0.5 s before the deadline, so
+    one is planned (a slower second epoch would cut the schedule mid-way)."""
+    monkeypatch.setattr("autotl.train.EpochClock", Ticking)
+    train, val, settings = tiny_setup()
+    model = tiny_model("mean")
+    plan = Plan((Stage((ParamGroup(tuple(model.head_parameters()), 1e-2),), 8),), batch_size=4, warmup_ratio=0.1)
+    result = fit(model, plan, train, val, replace(settings, deadline=SecondsLeft(12.5, 7.0, epochs=2)))
+    assert result.horizon == (1,) and len(result.scores) == 1 and result.kept_at_schedule_end
