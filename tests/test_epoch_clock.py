@@ -120,12 +120,41 @@ def test_the_clock_never_cuts_the_epoch_it_times(tiny_model, monkeypatch):
     assert result.horizon == (1,) and len(result.scores) == 1 and result.kept_at_schedule_end
 
 
-def test_an_epoch_fits_only_with_a_tenth_of_its_time_to_spare(tiny_model, monkeypatch):
-    """12.5 s left and epochs predicted at 6 s: two would end 0.5 s before the deadline, so
-    one is planned (a slower second epoch would cut the schedule mid-way)."""
-    monkeypatch.setattr("autotl.train.EpochClock", Ticking)
+
+def test_epochs_fit_with_a_tenth_to_spare_but_the_next_one_always_counts():
+    from autotl.train import epochs_that_fit
+
+    assert epochs_that_fit(2.05 * 90, 90) == 1  # two would end 4.5 s before the deadline
+    assert epochs_that_fit(2.3 * 90, 90) == 2
+    assert epochs_that_fit(1.05 * 90, 90) == 1  # fits without the slack: run it, do not cut now
+    assert epochs_that_fit(0.9 * 90, 90) == 0
+
+
+class LeftAfterEpoch(Budget):
+    """A deadline `factor` times the last epoch's time away after the first epoch (far
+    before it), passed once `epochs` epochs have ended."""
+
+    def __init__(self, factor: float, epochs: int):
+        super().__init__(1000.0)
+        self.factor, self.epochs, self.noted, self.last = factor, epochs, 0, None
+
+    def note_epoch(self, seconds):
+        super().note_epoch(seconds)
+        self.noted, self.last = self.noted + 1, seconds
+
+    def passed(self, within=0.0):
+        return self.noted >= self.epochs
+
+    def remaining(self):
+        return 1000.0 if self.last is None else self.factor * self.last - (self.noted - 1) * self.last
+
+
+@pytest.mark.parametrize("factor, span", [(2.05, 2), (2.3, 3), (1.05, 2)])
+def test_after_an_epoch_the_schedule_keeps_a_tenth_of_an_epoch_to_spare(tiny_model, factor, span):
+    """2.05 epochs left after the first: the schedule ends after the second (a slower epoch
+    would cut a third mid-way); 1.05 left: the second still runs and ends the schedule."""
     train, val, settings = tiny_setup()
     model = tiny_model("mean")
     plan = Plan((Stage((ParamGroup(tuple(model.head_parameters()), 1e-2),), 8),), batch_size=4, warmup_ratio=0.1)
-    result = fit(model, plan, train, val, replace(settings, deadline=SecondsLeft(12.5, 7.0, epochs=2)))
-    assert result.horizon == (1,) and len(result.scores) == 1 and result.kept_at_schedule_end
+    result = fit(model, plan, train, val, replace(settings, deadline=LeftAfterEpoch(factor, epochs=span)))
+    assert result.horizon == (span,) and len(result.scores) == span and not result.truncated
