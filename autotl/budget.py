@@ -1,10 +1,9 @@
 """The search's wall-clock budget, shared by the study loop and the training loop.
 
 Trials stop starting (and running trials stop starting epochs) early enough to leave
-time for the final refit of the winner on all labelled rows. A tenth of the way into a
-stage's first epoch (`epoch_clock.py`: the epoch predicted from the steps so far) and after
-each epoch, a trial's learning-rate schedule is shrunk to the epochs that still fit
-(`train.fitted_span`), so a trial the deadline would cut decays its rates to zero first. An epoch is not started when
+time for the final refit of the winner on all labelled rows. After each epoch a trial's
+learning-rate schedule is shrunk to the epochs that still fit (`train.fitted_span`), so a
+trial the deadline would cut decays its rates to zero first. An epoch is not started when
 the last one's duration says it would end past the deadline, and no trial starts when not
 even the cheapest epoch seen fits, so `--timeout` bounds the whole search, refit included:
 it ends before the timeout, or past it by less than one epoch (a trial's first epoch always

@@ -10,7 +10,6 @@ epoch, reports to the caller (which may prune), and keeps the best epoch's weigh
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -23,14 +22,11 @@ from . import multilabel, multitask
 from .activations import ACTIVATIONS
 from .batching import Encoded, batch_order, in_row_order, model_inputs
 from .budget import Budget
-from .epoch_clock import EpochClock, padded_tokens
 from .errors import StrategyError
 from .features import CACHE as FEATURES
 from .metrics import Metric
 from .select import epoch_tie_margin
 from .strategy import Context, Plan, Stage, StageRows, Step
-
-log = logging.getLogger("autotl")
 
 
 @dataclass(frozen=True)
@@ -156,23 +152,6 @@ class _Schedule:
         step = self.scheduler.last_epoch
         for group, base in zip(self.scheduler.optimizer.param_groups, self.scheduler.base_lrs):
             group["lr"] = base * self._factor(step)
-
-
-# After an epoch, the epochs after it count as fitting before the deadline only with a tenth
-# of their time to spare: epochs vary (measured: a schedule fitted to 3 epochs with no slack
-# lost its last to a slower second epoch and was cut mid-schedule, at a third of its peak
-# rate — which also bars the refit; AG News, 1,000 rows, 1x, seed 0, commit 197166d). The
-# fit a tenth into the first epoch has none: it is corrected after that epoch, and with the
-# slack there it planned 1 epoch where 2 fit (AG News, 300 rows, 1x, seed 0, commit 35dddba).
-FIT_SLACK = 1.1
-
-
-def epochs_that_fit(left: float, epoch_seconds: float) -> int:
-    """Whole epochs of `epoch_seconds` that fit in `left` seconds with FIT_SLACK to spare;
-    but one that fits without it still counts (the next epoch runs: stopping now would cut
-    the schedule mid-way)."""
-    epoch_seconds = max(epoch_seconds, 1e-9)
-    return max(int(left // (FIT_SLACK * epoch_seconds)), min(int(left // epoch_seconds), 1))
 
 
 def fitted_span(spans: list[int], stage: int, done: int, fit_epochs: int) -> int:
@@ -343,14 +322,10 @@ class _Best:
 
 
 def _train_epoch(model, stage: Stage, forward: StageForward, params: list, optimizer, scheduler,
-                 rows: StageRows, batch_size: int, settings: FitSettings, rng, bar,
-                 watch: Callable[[list], Callable[[int], None]] | None = None) -> torch.Tensor:
-    """One pass over `rows`; returns the last batch's loss (checked once per epoch).
-    `watch(batches)`, if given, returns what to call after each step with its number."""
+                 rows: StageRows, batch_size: int, settings: FitSettings, rng, bar) -> torch.Tensor:
+    """One pass over `rows`; returns the last batch's loss (checked once per epoch)."""
     train = rows.data
-    batches = batch_order(train.lengths, batch_size, rng, pool=1 if settings.batch_order == "shuffled" else 50)
-    after_step = watch(batches) if watch is not None else None
-    for step, index in enumerate(batches):
+    for index in batch_order(train.lengths, batch_size, rng, pool=1 if settings.batch_order == "shuffled" else 50):
         # Micro-batches (gradient accumulation) give the same step in less memory.
         for part in np.array_split(index, min(settings.accumulation, len(index))):
             pooled, logits = forward(train, part)
@@ -368,31 +343,7 @@ def _train_epoch(model, stage: Stage, forward: StageForward, params: list, optim
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         bar.update(1)
-        if after_step is not None:
-            after_step(step)
     return loss
-
-
-def _fit_while_running(spans: list[int], index: int, scheduler: _Schedule, deadline: Budget, started: float,
-                       bar, stage_steps: int) -> Callable[[float], None]:
-    """What to do with a stage's first epoch predicted to take `seconds` (epoch_clock.py):
-    shrink the stage's schedule to the epochs that fit before the deadline, counted from the
-    epoch's start (this one always ends: at least one)."""
-
-    def fitted(seconds: float) -> None:
-        left = deadline.remaining()
-        if left is None:
-            return
-        fit = int((left + time.monotonic() - started) // max(seconds, 1e-9))  # corrected after the epoch
-        span = max(1, fitted_span(spans, index, 0, fit))
-        if span < spans[index]:
-            log.info("schedule fitted to the --timeout a tenth into its first epoch: %d of %d epoch(s) "
-                     "(an epoch predicted at %.0f s, %.0f s left)", span, spans[index], seconds, left)
-            bar.total -= (spans[index] - span) * stage_steps
-            spans[index] = span
-            scheduler.shrink(span)
-
-    return fitted
 
 
 def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSettings,
@@ -425,7 +376,6 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     planned = [s.epochs for s in plan.stages]
     spans = list(settings.horizon) if settings.horizon is not None else list(planned)
     deadline = settings.deadline
-    val_tokens = float(np.sum(val.lengths)) if val is not None and deadline is not None else 0.0
     context = Context(train, unlabeled, settings.work_dir, settings.pad_id, settings.device, settings.seed, corpus,
                       settings.deadline)
     try:
@@ -451,13 +401,8 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                     break
                 epoch_start = time.monotonic()
                 _set_modes(model, encoder_frozen)
-                watch = None
-                if deadline is not None and done == 0 and spans[index] > 1:  # fitted a tenth into the epoch
-                    fitted = _fit_while_running(spans, index, scheduler, deadline, epoch_start, bar, stage_steps)
-                    watch = (lambda batches, data=rows.data, fitted=fitted:  # noqa: E731
-                             EpochClock(padded_tokens(data.lengths, batches), val_tokens, fitted).after_step)
                 loss = _train_epoch(model, stage, forward, params, optimizer, scheduler, rows, plan.batch_size,
-                                    settings, rng, bar, watch)
+                                    settings, rng, bar)
                 if not math.isfinite(loss.item()):  # one host sync per epoch, not per step
                     raise StrategyError(f"loss became {loss.item()} in epoch {epoch + 1}; "
                                         "the learning rate is probably too high")
@@ -473,7 +418,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
                 if deadline is not None:
                     deadline.note_epoch(last_epoch_seconds)
                     if (left := deadline.remaining()) is not None:
-                        fit = epochs_that_fit(left, last_epoch_seconds)
+                        fit = int(left // max(last_epoch_seconds, 1e-9))
                         span = fitted_span(spans, index, done, fit)
                         if span < spans[index]:
                             bar.total -= (spans[index] - span) * stage_steps
