@@ -265,8 +265,11 @@ def _summary(result) -> str:
         lines.append(f"chosen: {result.decision['reason']}")
         base = result.decision.get("baseline")
         if base:
+            from .decide import baseline_caveat
+
             lines.append(f"margin over the baseline recipe (trial {base['trial']}): {base['margin']:+.4f} ± "
-                         f"{base['se']:.4f} ({result.metric}, paired on {base['rows']} validation rows)")
+                         f"{base['se']:.4f} ({result.metric}, paired on {base['rows']} validation rows)"
+                         f"{baseline_caveat(base)}")
     if result.test_scores:
         lines.append("test: " + ", ".join(f"{k}={v:.4f}" for k, v in result.test_scores["metrics"].items()))
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .batching import Encoded, concat
-from .objective import POOLING, STRATEGY, VAL_PREDICTIONS, compact, run_params
+from .objective import PLANNED_EPOCHS, POOLING, STRATEGY, VAL_PREDICTIONS, compact, run_params
 from .select import Choice, Estimate, Evidence, choose, compare, estimate, finalists
 
 log = logging.getLogger("autotl")
@@ -185,5 +185,18 @@ def _record(metric, choice: Choice, chosen_few, evidence, targets, rounds: int, 
         margin: Estimate = compare(metric, choice.chosen, baseline, targets)
         sign = 1 if metric.maximize else -1  # the margin is how much better, whatever the direction
         record["baseline"] = {"trial": baseline.key, "margin": sign * margin.score, "se": margin.se,
-                              "rows": margin.rows}
+                              "rows": margin.rows, "cut": cut_short(trials[baseline.key])}
     return record
+
+
+def cut_short(trial) -> str | None:
+    """'N of its M epochs' for a trial the --timeout cut short, else None: a baseline trial
+    cut short is less than the hand recipe, and the margin over it must say so."""
+    planned = trial.user_attrs.get(PLANNED_EPOCHS)
+    return f"{len(trial.intermediate_values)} of its {planned} epochs" if planned else None
+
+
+def baseline_caveat(base: dict) -> str:
+    """What follows a margin over the baseline trial `base` (decision record) when it was cut."""
+    cut = base.get("cut")
+    return f" (the baseline ran {cut}: the --timeout cut it short of the full recipe)" if cut else ""

@@ -166,7 +166,7 @@ def _summary(rows: list[dict], done: list[dict], info: dict | None, metric: str)
 
 
 def _baseline(study, metric: str) -> str:
-    from .decide import CHOICE
+    from .decide import CHOICE, baseline_caveat
 
     decision = study.user_attrs.get(CHOICE)
     if not decision:
@@ -179,7 +179,7 @@ def _baseline(study, metric: str) -> str:
         base = decision["baseline"]
         text = (f"The chosen model scores <b>{base['margin']:+.4f} ± {base['se']:.4f}</b> {escape(metric)} over "
                 f"the baseline recipe (trial {escape(str(base['trial']))}: the model's own head, lr 5e-5, 3 epochs, "
-                f"batch 32), paired on {escape(str(base['rows']))} validation rows.")
+                f"batch 32), paired on {escape(str(base['rows']))} validation rows{escape(baseline_caveat(base))}.")
     reason = f"<p>How it was chosen: {escape(decision['reason'])}.</p>" if decision else ""
     return _section("baseline", "Margin over the baseline recipe", f"<p>{text}</p>", reason)
 

@@ -96,9 +96,11 @@ def first_trials(strategies: dict, poolings: tuple[str, ...], rows: int, path=No
 
 def relative_costs(rows: int, path=None) -> dict[str, float]:
     """Params key -> the configuration's training time relative to the baseline recipe's
-    (the median over the evidence), for the bucket serving `rows`; `cost_key` makes the key."""
+    (the median over the evidence), for the bucket serving `rows`; `cost_key` makes the key.
+    The baseline itself is always there, at 1 (without it the baseline trial had no estimate
+    and started however little time was left)."""
     content = load(path)
-    out = {}
+    out = {cost_key({STRATEGY: BASELINE}): 1.0}  # the unit every relative cost is measured in
     for entry in bucket_for(content, rows).get("order", []):
         if isinstance(entry.get("relative_cost"), (int, float)):
             params = dict(entry["params"])

@@ -268,11 +268,13 @@ def _decision_lines(decision: dict | None, metric: str) -> list[str]:
         lines.append(f"| {f['trial']}{chosen} | {f['label']} | {f['score']:.4f} ± {f['se']:.4f} | {f['rows']} | "
                      f"{f['diff']:+.4f} ± {f['diff_se']:.4f} | {f['cost']:.0f} | {'yes' if f['tied'] else 'no'} |")
     lines += ["", f"**Why:** {decision['reason']}.", ""]
+    from .decide import baseline_caveat
+
     base = decision.get("baseline")
     if base:
         lines += [f"**Margin over the baseline recipe** (trial {base['trial']}, the hand recipe: the model's own "
                   f"head, lr 5e-5, 3 epochs, batch 32): {base['margin']:+.4f} ± {base['se']:.4f} {metric}, "
-                  f"paired on {base['rows']} validation rows.", ""]
+                  f"paired on {base['rows']} validation rows{baseline_caveat(base)}.", ""]
     else:
         lines += ["The baseline recipe did not run in this search (excluded, or the budget ended first), so "
                   "there is no margin over it.", ""]

@@ -82,6 +82,7 @@ class FitResult:
     # snapshot taken mid-schedule, which a refit would not reproduce (final.refit_allowed)
     kept_at_schedule_end: bool = True
     spans: tuple[int, ...] | None = None  # epochs each stage's schedule spanned as run (final.second_look)
+    planned_epochs: int | None = None  # epochs the Plan asked for (all stages, max_epochs applied)
 
 
 def autocast_for(device: str):
@@ -441,7 +442,8 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
     model.eval()
     horizon = tuple(spans) if spans != planned and settings.horizon is None else None
     result = _finish(model, plan, val, settings, best, scores, epoch, truncated, time.monotonic() - start, horizon)
-    return replace(result, kept_at_schedule_end=result.best_epoch in schedule_ends, spans=tuple(spans))
+    return replace(result, kept_at_schedule_end=result.best_epoch in schedule_ends, spans=tuple(spans),
+                   planned_epochs=total)
 
 
 def _stage_rows(model, stage: Stage, context: Context) -> StageRows:

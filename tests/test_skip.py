@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from autotl.budget import Budget
-from autotl.objective import RELATIVE_COST, SKIPPED, Objective, TrialSetup
+from autotl.objective import PLANNED_EPOCHS, RELATIVE_COST, SKIPPED, Objective, TrialSetup
 from autotl.plugins import Registry
 from autotl.study import did_not_run, remaining_trials
 from autotl.testing import LABELS, tiny_setup
@@ -28,12 +28,12 @@ def setup(tiny_model_dir):
                       val=val, label_names=LABELS, num_outputs=2, fit=replace(settings, max_epochs=1))
 
 
-def _finished(study, strategy, seconds, relative_cost, epochs=1):
+def _finished(study, strategy, seconds, relative_cost, epochs=1, **attrs):
     dist = {"strategy": optuna.distributions.CategoricalDistribution(["linear_probe", "full_finetune"])}
     study.add_trial(optuna.trial.create_trial(
         params={"strategy": strategy}, distributions=dist, value=0.5,
         intermediate_values={e: 0.5 for e in range(epochs)},
-        user_attrs={"seconds": seconds, RELATIVE_COST: relative_cost}))
+        user_attrs={"seconds": seconds, RELATIVE_COST: relative_cost, **attrs}))
 
 
 def _run_one(setup, study, deadline):
@@ -70,3 +70,54 @@ def test_a_strategys_own_history_estimates_its_next_trial(setup):
     study.enqueue_trial(params)
     trial = _run_one(setup, study, Budget(250.0, clock=Clock()))  # 300 s needed
     assert "needs about 300 s" in trial.user_attrs[SKIPPED]
+
+
+def test_a_cost_unit_read_from_a_trial_the_timeout_cut_counts_its_planned_epochs(setup):
+    """10 s for 1 of its 4 planned epochs at relative cost 0.1: one unit is 400 s, not 100 s,
+    so a configuration of cost 2 needs about 800 s and is skipped with 500 s left (it ran,
+    and was cut in turn, when the unit came from the cut trial's own seconds)."""
+    study = optuna.create_study(direction="maximize")
+    _finished(study, "linear_probe", seconds=10.0, relative_cost=0.1, epochs=1, **{PLANNED_EPOCHS: 4})
+    study.enqueue_trial({"strategy": "full_finetune", "head.pooling": "mean",
+                         **setup.strategies["full_finetune"].strategy.defaults}, user_attrs={RELATIVE_COST: 2.0})
+    trial = _run_one(setup, study, Budget(500.0, clock=Clock()))
+    assert trial.state.name == "PRUNED" and "needs about 800 s" in trial.user_attrs[SKIPPED]
+
+
+def test_a_trial_cut_by_the_timeout_records_the_epochs_it_planned(setup):
+    from autotl.objective import HORIZON
+
+    class OneEpoch(Budget):  # room for one epoch: passed once one ended, none left after it
+        def __init__(self):
+            super().__init__(1000.0)
+            self.noted = 0
+
+        def note_epoch(self, seconds):
+            super().note_epoch(seconds)
+            self.noted += 1
+
+        def passed(self, within=0.0):
+            return self.noted >= 1
+
+        def remaining(self):
+            return 1000.0 if self.noted == 0 else -1.0
+
+    study = optuna.create_study(direction="maximize")
+    params = {"strategy": "linear_probe", "head.pooling": "mean",
+              **{**setup.strategies["linear_probe"].strategy.defaults, "linear_probe.epochs": 10}}
+    study.enqueue_trial(params)
+    cut = _run_one(replace(setup, fit=replace(setup.fit, max_epochs=None)), study, OneEpoch())
+    assert cut.state.name == "COMPLETE" and cut.user_attrs[PLANNED_EPOCHS] == 10 and HORIZON in cut.user_attrs
+    study.enqueue_trial({**params, "linear_probe.epochs": 11})
+    whole = _run_one(setup, study, None)  # max_epochs=1: it ran all it planned
+    assert PLANNED_EPOCHS not in whole.user_attrs
+
+
+def test_the_baseline_recipe_is_the_unit_of_every_relative_cost():
+    """Its trial is estimated like any portfolio trial: skipped when it cannot finish."""
+    from autotl.portfolio import cost_key, relative_costs
+
+    for rows in (300, 1000, 50_000):
+        costs = relative_costs(rows)
+        assert costs[cost_key({"strategy": "baseline"})] == 1.0
+    assert cost_key({"strategy": "baseline", "backbone": "b"}) == cost_key({"strategy": "baseline"})
