@@ -62,8 +62,6 @@ def _pseudo_labelled(model, context, *, threshold: float, weight: float, frozen_
     return pseudo_labelled(model, context, threshold=threshold, weight=weight, frozen_encoder=frozen_encoder)
 
 
-
-
 class TAPT(TrainedStrategy):
     name = "tapt"
     description = ("task-adaptive pretraining: masked-LM training on the training + unlabeled texts, then every "
@@ -91,7 +89,7 @@ class _PseudoLabelling(TrainedStrategy):
     """What the two self-training strategies share: where they run, the pseudo-labels'
     parameters, and the start of each student stage."""
 
-    frozen_encoder = False  # the encoder never trains: pseudo-label from cached features
+    frozen_encoder = False  # True: the encoder never trains, so pseudo-labels come from cached features
 
     def unsupported(self, data) -> str | None:
         if data.task.value != "classification":
