@@ -57,6 +57,7 @@ def one_cell(folder: Path, rows: int, seed: int, args) -> dict:
     from autotl.api import prepare
     from autotl.batching import encode
     from autotl.config import RunConfig
+    from autotl.select import epoch_tie_margin
     from autotl.train import infer, judge
 
     frame = pd.read_csv(folder / "train.csv")[["text", "label"]].dropna()
@@ -93,22 +94,34 @@ def one_cell(folder: Path, rows: int, seed: int, args) -> dict:
     model, result = outcome.model, outcome.result
     pad = prepared.tokenizer.pad_token_id or 0
 
-    def scores(state) -> dict:
+    predictions = {}
+
+    def scores(name, state) -> dict:
         with torch.no_grad():
             for p, s in zip(model.parameters(), state):
                 p.copy_(s)
-        return {"val": float(judge(infer(model, setup.val, pad_id=pad, device="cpu"), setup.val.targets,
-                                   setup.fit).score),
+        judged = judge(infer(model, setup.val, pad_id=pad, device="cpu"), setup.val.targets, setup.fit)
+        predictions[name] = judged.predictions
+        return {"val": float(judged.score),
                 "dev": float(judge(infer(model, dev_encoded, pad_id=pad, device="cpu"), dev_encoded.targets,
                                    setup.fit).score)}
 
-    candidates = {f"epoch {i + 1}": scores(s) for i, s in enumerate(states)}
+    candidates = {f"epoch {i + 1}": scores(f"epoch {i + 1}", s) for i, s in enumerate(states)}
     for k in range(2, len(states) + 1):
-        candidates[f"mean of last {k}"] = scores(averaged(states[-k:]))
+        candidates[f"mean of last {k}"] = scores(f"mean of last {k}", averaged(states[-k:]))
     kept = f"epoch {result.best_epoch + 1}"
+    last = f"epoch {len(states)}"
+    for name, scored in candidates.items():  # one paired standard error of its difference from the kept epoch
+        scored["se_vs_kept"] = float(epoch_tie_margin(setup.fit.metric, setup.val.targets, predictions[name],
+                                                      predictions[kept]))
+        scored["se_vs_last"] = float(epoch_tie_margin(setup.fit.metric, setup.val.targets, predictions[name],
+                                                      predictions[last]))
+        scored["val_predictions"] = np.asarray(predictions[name]).tolist()  # any other rule, offline
     full = f"mean of last {len(states)}"
     return {"dataset": folder.name, "rows": rows, "seed": seed, "config": chosen["name"], "metric": setup.fit.metric.name,
             "val_rows": len(setup.val), "dev_rows": len(dev_encoded), "kept": kept, "candidates": candidates,
+            "val_targets": np.asarray(setup.val.targets).tolist(), "spans": list(result.spans or ()),
+            "kept_at_schedule_end": result.kept_at_schedule_end,
             "average_kept": full if candidates[full]["val"] >= candidates[kept]["val"] else kept}
 
 
