@@ -29,11 +29,17 @@ from .select import epoch_tie_margin
 from .strategy import Context, Plan, Stage, StageRows, Step
 
 
+# How many paired standard errors an earlier epoch must beat the schedule's last one by to be
+# kept instead (`_Best.prefer_schedule_end`). Measured on rows of train.csv outside the
+# training sample (benchmarks/epoch_average.py, never test.csv): see README, "Which epoch is kept".
+SCHEDULE_END_SE = 2.0
+
+
 @dataclass(frozen=True)
 class FitSettings:
     """How to train, independent of the strategy."""
 
-    metric: Metric  # validation score; the epoch kept by it: the last within one SE of the best (_Best)
+    metric: Metric  # validation score; the epoch kept by it: _Best
     regression: bool  # MSE loss on one output instead of cross-entropy
     pad_id: int  # tokenizer's padding id
     device: str = "cpu"  # "cpu" or "cuda[:n]"
@@ -68,7 +74,7 @@ class FitSettings:
 class FitResult:
     """What one training run achieved."""
 
-    best_score: float  # validation metric of the epoch kept (_Best: the last within one SE of the best)
+    best_score: float  # validation metric of the epoch kept (_Best)
     best_epoch: int  # the epoch kept, 0-based, counted over all stages
     scores: tuple[float, ...]  # validation metric after each epoch run
     seconds: float  # wall time of fit()
@@ -293,18 +299,36 @@ class StageForward:
 class _Best:
     """The epoch kept: the best validated so far, or a later one within one standard error
     of it (`select.epoch_tie_margin`, paired on the same rows) — its score, predictions and
-    weights. On a few hundred validation rows an early peak a point above the last epoch is
-    noise more often than not, and the early epoch's weights sit mid-schedule, at a high
-    learning rate, which a refit then replays (measured: AG News, 1,000 rows, 1x: epoch 1 of
-    6 kept at 0.895 validation, its refit scored 0.845 test against the recipe's 0.872).
-    `margin(predictions, best predictions)` None: the best epoch alone (no validation)."""
+    weights; and, once the schedule has run to its end, that last epoch unless the best
+    beats it by more than SCHEDULE_END_SE standard errors (`prefer_schedule_end`). On a few
+    hundred validation rows an early peak above the last epoch is noise more often than not,
+    and the early epoch's weights sit mid-schedule, at a high learning rate, which a refit
+    then replays. `margin(predictions, best predictions)` None: the best epoch alone (no
+    validation)."""
 
     def __init__(self, params: list, maximize: bool, margin=None):
         self.params, self.sign, self.margin = params, 1 if maximize else -1, margin
         self.score, self.epoch, self.state, self.predictions, self.threshold = None, -1, None, None, None
         self.top_score, self.top_predictions = None, None  # the best epoch's
+        self.last: tuple[int, Scored] | None = None  # the last epoch validated
+
+    def prefer_schedule_end(self, within_se: float) -> None:
+        """Keep the last epoch validated, whose weights the model holds — called when it ended
+        the schedule — unless the best epoch beats it by more than `within_se` paired standard
+        errors. The best of several noisy, correlated epoch scores is biased upward; the
+        schedule's end is what a refit reproduces."""
+        if self.last is None or self.margin is None or self.last[0] == self.epoch:
+            return
+        epoch, judged = self.last
+        if self.sign * (self.top_score - judged.score) > within_se * self.margin(judged.predictions,
+                                                                                self.top_predictions):
+            return
+        self.score, self.epoch, self.predictions, self.threshold = judged.score, epoch, judged.predictions, \
+            judged.threshold
+        self.state = None  # the model's own weights are the last epoch's
 
     def offer(self, epoch: int, judged: Scored) -> None:
+        self.last = (epoch, judged)
         if self.top_score is None or self.sign * judged.score > self.sign * self.top_score:
             self.top_score, self.top_predictions = judged.score, judged.predictions
         elif self.margin is None or self.sign * (self.top_score - judged.score) > self.margin(
@@ -438,6 +462,8 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
         for p in model.parameters():
             p.requires_grad_(False)
             p.grad = None
+    if val is not None and not truncated and epoch == sum(spans) and epoch - 1 in schedule_ends:
+        best.prefer_schedule_end(SCHEDULE_END_SE)  # every stage ran its (fitted) schedule to the end
     best.restore()
     model.eval()
     horizon = tuple(spans) if spans != planned and settings.horizon is None else None
