@@ -29,10 +29,19 @@ from .select import epoch_tie_margin
 from .strategy import Context, Plan, Stage, StageRows, Step
 
 
-# How many paired standard errors an earlier epoch must beat the schedule's last one by to be
-# kept instead (`_Best.prefer_schedule_end`). Measured on rows of train.csv outside the
-# training sample (benchmarks/epoch_average.py, never test.csv): see README, "Which epoch is kept".
-SCHEDULE_END_SE = 2.0
+# An earlier epoch is kept instead of the schedule's last one only when it beats it
+# significantly: one-sided, at this level, Bonferroni-corrected for the earlier epochs compared
+# (`schedule_end_margin`). Measured on rows of train.csv outside the training sample
+# (benchmarks/epoch_average.py, never test.csv): see README, "Which epoch is kept".
+SCHEDULE_END_LEVEL = 0.05
+
+
+def schedule_end_margin(epochs: int, level: float = SCHEDULE_END_LEVEL) -> float:
+    """Paired standard errors by which the best of `epochs` epochs must beat the last for the
+    last not to be kept: the normal quantile of 1 - level / (epochs - 1) (2.33 for 6 epochs)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1 - level / max(1, epochs - 1))
 
 
 @dataclass(frozen=True)
@@ -300,7 +309,7 @@ class _Best:
     """The epoch kept: the best validated so far, or a later one within one standard error
     of it (`select.epoch_tie_margin`, paired on the same rows) — its score, predictions and
     weights; and, once the schedule has run to its end, that last epoch unless the best
-    beats it by more than SCHEDULE_END_SE standard errors (`prefer_schedule_end`). On a few
+    beats it significantly (`prefer_schedule_end`, `schedule_end_margin`). On a few
     hundred validation rows an early peak above the last epoch is noise more often than not,
     and the early epoch's weights sit mid-schedule, at a high learning rate, which a refit
     then replays. `margin(predictions, best predictions)` None: the best epoch alone (no
@@ -463,7 +472,7 @@ def fit(model, plan: Plan, train: Encoded, val: Encoded | None, settings: FitSet
             p.requires_grad_(False)
             p.grad = None
     if val is not None and not truncated and epoch == sum(spans) and epoch - 1 in schedule_ends:
-        best.prefer_schedule_end(SCHEDULE_END_SE)  # every stage ran its (fitted) schedule to the end
+        best.prefer_schedule_end(schedule_end_margin(epoch))  # every stage ran its (fitted) schedule to the end
     best.restore()
     model.eval()
     horizon = tuple(spans) if spans != planned and settings.horizon is None else None
