@@ -67,6 +67,22 @@ def test_between_equally_simple_ties_the_better_score_wins_then_the_cheaper():
     assert choose(ACC, [long, same], {0: targets}).chosen.key == 3  # tied and equal: the cheaper
 
 
+def test_a_full_fine_tune_without_the_pooler_is_not_simpler_than_one_with_it():
+    """AG News, 1,000 rows, 1x: a BSS trial cut after 1 of its 3 epochs (22,566,916 trained
+    weights, the mean head) tied a finished full fine-tune (22,714,756, the standard head's
+    pooler too) and was taken as "simpler". Counts within 10% are equally simple: the better
+    score wins; a probe is still simpler than both."""
+    targets = np.array([0, 1] * 50)
+    full = Evidence(0, "full_finetune/standard", cost=391.0, predictions={0: _predictions(targets, range(10))},
+                    weights=22_714_756)  # 0.90
+    bss = Evidence(5, "bss/mean", cost=78.0, predictions={0: _predictions(targets, range(8, 19))},
+                   weights=22_566_916)  # 0.89, tied
+    choice = choose(ACC, [full, bss], {0: targets})
+    assert set(choice.tied) == {0, 5} and choice.chosen.key == 0
+    probe = Evidence(7, "probe", cost=5.0, predictions={0: _predictions(targets, range(9, 20))}, weights=1_540)
+    assert choose(ACC, [full, bss, probe], {0: targets}).chosen.key == 7
+
+
 def test_a_clear_winner_is_kept_even_when_costlier():
     targets = np.array([0, 1] * 200)
     costly = Evidence(1, "costly", cost=100.0, predictions={0: _predictions(targets, range(20))})  # 0.95
