@@ -195,8 +195,8 @@ def _reason(metric, chosen, best, tied, estimates, differences) -> str:
         return (f"{best.label} has the best {metric.name} ({e.score:.4f} ± {e.se:.4f} on {e.rows} rows) and is "
                 f"also the simplest of the {len(tied)} within one standard error of it")
     d = differences[chosen.key]
-    why = (f"simpler ({chosen.weights:,} trained weights against {best.weights:,})"
-           if chosen.weights * AS_SIMPLE < best.weights else f"as simple and cheaper to train ({chosen.cost:.0f} s against {best.cost:.0f} s)")
+    why = (f"simpler ({chosen.weights:,} trained weights against {best.weights:,})" if chosen.weights < best.weights
+           else f"as simple and cheaper to train ({chosen.cost:.0f} s against {best.cost:.0f} s)")
     return (f"{chosen.label} is within one standard error of the best, {best.label} "
             f"({d.score:+.4f} ± {d.se:.4f}, paired on {d.rows} rows), and {why}: the one-standard-error "
             "rule takes it")
