@@ -18,7 +18,10 @@ train.csv outside the subsample (rows.dev_rows): evidence, never test.csv. The J
 every candidate's validation predictions and paired standard errors, so any epoch rule can
 be scored offline; the table compares the rule before 93e424c (the best epoch, or a later one
 within one paired SE) with the rule since (the schedule's last epoch unless the best beats it
-significantly, `train.schedule_end_margin`), and shows the average of all epochs.
+significantly, `train.schedule_end_margin`), and shows the average of all epochs. The
+"old rule" column is the epoch the training code itself kept: run this from a checkout
+before 93e424c (as benchmarks/results/epoch_average.json was) for that comparison; from a
+later one both columns show the new rule.
 """
 
 from __future__ import annotations
