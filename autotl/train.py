@@ -329,19 +329,22 @@ class _Best:
         if self.last is None or self.margin is None or self.last[0] == self.epoch:
             return
         epoch, judged = self.last
-        if self.sign * (self.top_score - judged.score) > within_se * self.margin(judged.predictions,
-                                                                                self.top_predictions):
+        if self._behind(judged, within_se):
             return
         self.score, self.epoch, self.predictions, self.threshold = judged.score, epoch, judged.predictions, \
             judged.threshold
         self.state = None  # the model's own weights are the last epoch's
 
+    def _behind(self, judged: Scored, within_se: float) -> bool:
+        """Whether the best epoch beats `judged` by more than `within_se` paired standard errors."""
+        return self.sign * (self.top_score - judged.score) > within_se * self.margin(judged.predictions,
+                                                                                   self.top_predictions)
+
     def offer(self, epoch: int, judged: Scored) -> None:
         self.last = (epoch, judged)
         if self.top_score is None or self.sign * judged.score > self.sign * self.top_score:
             self.top_score, self.top_predictions = judged.score, judged.predictions
-        elif self.margin is None or self.sign * (self.top_score - judged.score) > self.margin(
-                judged.predictions, self.top_predictions):
+        elif self.margin is None or self._behind(judged, 1.0):
             return
         self.score, self.epoch, self.predictions = judged.score, epoch, judged.predictions
         self.threshold = judged.threshold

@@ -65,25 +65,6 @@ def test_fitted_span_cuts_the_planned_epochs_in_proportion_and_never_grows():
     assert fitted_span([3, 1], 1, 1, -2) == 1
 
 
-class Cut(Budget):
-    """A deadline past once `after` epochs have ended, that fits nothing more: the trial stops
-    with its schedule unfinished."""
-
-    def __init__(self, after: int):
-        super().__init__(1000.0)
-        self.noted, self.after = 0, after
-
-    def note_epoch(self, seconds):
-        super().note_epoch(seconds)
-        self.noted += 1
-
-    def passed(self, within=0.0):
-        return self.noted >= self.after
-
-    def remaining(self):
-        return 1000.0
-
-
 class Overrun(Budget):
     """A deadline that lets every epoch start and is past once `after` epochs have ended."""
 
@@ -100,6 +81,17 @@ class Overrun(Budget):
 
     def remaining(self):
         return -5.0 if self.noted >= self.after else 1000.0
+
+
+class Cut(Overrun):
+    """A deadline past once `after` epochs have ended, no new epoch starting then, and nothing
+    fitted before: the trial stops with its schedule unfinished."""
+
+    def passed(self, within=0.0):
+        return self.noted >= self.after
+
+    def remaining(self):
+        return 1000.0
 
 
 @pytest.mark.parametrize("epochs", [(1,), (2, 1)])
