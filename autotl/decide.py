@@ -12,7 +12,8 @@ maximum of many noisy scores is an optimistic pick. So before choosing:
    pool more rows (and stay paired: all are scored on the same rows). Rounds run while
    two or more finalists remain and the budget holds them (refit kept back); a finalist
    clearly behind after a round is dropped.
-4. The choice: `select.choose`'s one-standard-error rule (the simplest of the ties).
+4. The choice: `select.choose`'s one-standard-error rule (among the ties, the one the prior
+   — the first trials' order — ranks first).
 
 Fold predictions are kept in the study (user attributes ``rescore:<fold>:<trial>``), so a
 resumed search does not redo them. The test set is never involved.
@@ -28,6 +29,7 @@ import numpy as np
 from .batching import Encoded, concat
 from .objective import PLANNED_EPOCHS, POOLING, STRATEGY, VAL_PREDICTIONS, compact, run_params
 from .select import Choice, Estimate, Evidence, choose, compare, estimate, finalists
+from .study import PRIOR_RANK
 
 log = logging.getLogger("autotl")
 FOLDS = 5  # fold 0 is the search's validation split; rounds use folds 1..4
@@ -72,7 +74,7 @@ def gather(study, val_targets: np.ndarray) -> tuple[dict[int, np.ndarray], list[
                 preds[fold] = np.asarray(stored)
         trials[t.number] = t
         evidence.append(Evidence(t.number, _label(t), float(t.user_attrs.get("seconds", 0.0)), preds,
-                                 int(t.user_attrs.get("trainable_params") or 0)))
+                                 int(t.user_attrs.get("trainable_params") or 0), t.user_attrs.get(PRIOR_RANK)))
     return targets, evidence, trials
 
 
@@ -177,7 +179,8 @@ def _record(metric, choice: Choice, chosen_few, evidence, targets, rounds: int, 
     for f in chosen_few:
         e, d = choice.estimates[f.key], choice.differences[f.key]
         rows.append({"trial": f.key, "label": f.label, "score": e.score, "se": e.se, "rows": e.rows,
-                     "diff": d.score, "diff_se": d.se, "cost": f.cost, "tied": f.key in choice.tied})
+                     "diff": d.score, "diff_se": d.se, "cost": f.cost, "tied": f.key in choice.tied,
+                     "prior": f.prior})
     record = {"chosen": choice.chosen.key, "best": choice.best.key, "reason": choice.reason, "rounds": rounds,
               "metric": metric.name, "finalists": rows, "baseline": None}
     baseline = next((e for e in evidence if trials[e.key].params.get(STRATEGY) == "baseline"), None)

@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from .errors import UsageError
 from .objective import DUPLICATE_OF, POOLING, SKIPPED, STRATEGY
+from .portfolio import BASELINE
 
 log = logging.getLogger("autotl")
 # Optuna's own handler writes to the sys.stderr of the moment optuna was first imported,
@@ -20,6 +21,9 @@ optuna.logging.disable_default_handler()
 optuna.logging.enable_propagation()
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 REQUEUED_FROM = "requeued_from"  # user attr of a trial queued again: the trial whose worker died
+# user attr of a first trial: its rank in the prior the first trials come from (0 first): the
+# order knowledge and the learned portfolio put them in, the baseline recipe last (study.prior_ranks)
+PRIOR_RANK = "prior_rank"
 DATA_PROFILE = "data_profile"  # study user attr: class balance and token lengths (api.prepare), for the reports
 VAL_TARGETS = "val_targets"  # study user attr: the validation rows' targets, for standard errors
 
@@ -188,15 +192,26 @@ def create_or_resume(*, storage, study_name: str, identity: dict, maximize: bool
                                 load_if_exists=True)
     if study.user_attrs.get(IDENTITY_ATTR) is None:
         study.set_user_attr(IDENTITY_ATTR, identity)
-        for params in portfolio:
+        for params, rank in zip(portfolio, prior_ranks(portfolio)):
             cost = (costs or {}).get(cost_key(params))
-            study.enqueue_trial(params, user_attrs={RELATIVE_COST: cost} if cost is not None else None,
-                                skip_if_exists=True)
+            attrs = {PRIOR_RANK: rank} | ({RELATIVE_COST: cost} if cost is not None else {})
+            study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
         return study
     check_identity(study, identity, joining=False)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     log.info("resuming study '%s': %d finished trials", study_name, done)
     return study
+
+
+def prior_ranks(portfolio: list[dict]) -> list[int]:
+    """Each first trial's rank in the prior, for select.choose's ties: its place in the
+    enqueued order (a warm start's picks, then the learned portfolio, then the literature
+    defaults of strategies no evidence covers), except the baseline recipe, ranked last —
+    the evidence has every learned configuration beating it on most datasets (README,
+    "A first-trial portfolio learned from data")."""
+    others = iter(range(len(portfolio)))
+    last = sum(p.get(STRATEGY) != BASELINE for p in portfolio)
+    return [last if p.get(STRATEGY) == BASELINE else next(others) for p in portfolio]
 
 
 def recover_dead_trials(study: optuna.Study, exited: set | frozenset = frozenset()) -> int:
@@ -220,7 +235,8 @@ def recover_dead_trials(study: optuna.Study, exited: set | frozenset = frozenset
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-        study.enqueue_trial(t.params, user_attrs={REQUEUED_FROM: t.number})
+        carried = {k: t.user_attrs[k] for k in (PRIOR_RANK,) if k in t.user_attrs}  # its rank stays its own
+        study.enqueue_trial(t.params, user_attrs={REQUEUED_FROM: t.number, **carried})
         revived += 1
     if revived:
         log.warning("%d trial(s) whose worker fell silent were marked failed and queued again", revived)

@@ -37,15 +37,15 @@ def _rules(metric, cands: list[tuple[str, dict]], targets) -> dict[str, str]:
                   for i, (n, r) in enumerate(cands)]
     by_weights = [Evidence(i, n, r["fit_seconds"], {0: np.asarray(r["val_pred"])}, _weights(n))
                   for i, (n, r) in enumerate(cands)]
-    # a candidate rule: among the ties, the configuration the (leave-one-dataset-out) portfolio
-    # put first wins — the prior learned on other datasets instead of simplicity. `cands` come
-    # in portfolio order; powers of two keep each position apart under select.AS_SIMPLE.
+    # autotl's rule since 7 December: among the ties, the configuration the (leave-one-dataset-
+    # out) portfolio put first wins — the prior learned on other datasets, not simplicity.
+    # `cands` come in portfolio order; powers of two keep each position apart under AS_SIMPLE.
     by_order = [Evidence(i, n, r["fit_seconds"], {0: np.asarray(r["val_pred"])}, 2 ** i)
                 for i, (n, r) in enumerate(cands)]
     return {"argmax validation": argmax,
             "one-SE, ties to the cheapest to train (rejected)": choose(metric, by_seconds, targets).chosen.label,
-            "one-SE, ties to the simplest (autotl's rule)": choose(metric, by_weights, targets).chosen.label,
-            "one-SE, ties to the portfolio's order": choose(metric, by_order, targets).chosen.label}
+            "one-SE, ties to the simplest (autotl's rule until 7 December)": choose(metric, by_weights, targets).chosen.label,
+            "one-SE, ties to the portfolio's order (autotl's rule)": choose(metric, by_order, targets).chosen.label}
 
 
 def simulate(evidence: list[dict], build) -> str:

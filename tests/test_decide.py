@@ -14,6 +14,7 @@ from autotl import decide
 from autotl.batching import Encoded
 from autotl.metrics import METRICS
 from autotl.objective import VAL_PREDICTIONS, TrialSetup, compact
+from autotl.study import PRIOR_RANK
 from autotl.train import FitSettings
 
 
@@ -37,16 +38,19 @@ def _flip(targets, share, offset=0):
     return out
 
 
-def _study(setup, configs):
+def _study(setup, configs, ranks=None):
     """A study with one COMPLETE trial per config: name -> (cost, error share on validation);
-    a config's trainable weights are its cost x 1000 (the cheap one is also the simpler)."""
+    a config's trainable weights are its cost x 1000 (the cheap one is also the simpler);
+    `ranks` (name -> prior rank) marks first trials, the others are the sampler's."""
     study = optuna.create_study(direction="maximize")
     for i, (name, (cost, share)) in enumerate(configs.items()):
         predicted = _flip(setup.val.targets, share, offset=i)
+        ranked = {PRIOR_RANK: ranks[name]} if ranks and name in ranks else {}
         trial = optuna.trial.create_trial(
             params={"strategy": name}, distributions={"strategy": optuna.distributions.CategoricalDistribution(
                 list(configs))}, value=float(np.mean(predicted == setup.val.targets)),
-            user_attrs={VAL_PREDICTIONS: compact(predicted), "seconds": cost, "trainable_params": int(cost * 1000)})
+            user_attrs={VAL_PREDICTIONS: compact(predicted), "seconds": cost, "trainable_params": int(cost * 1000),
+                        **ranked})
         study.add_trial(trial)
     return study
 
@@ -81,6 +85,20 @@ def test_rescoring_and_the_tie_rule_pick_the_simpler_cheaper_of_two_tied_configu
     assert record["chosen"] == decision.chosen and record["rounds"] == 2
     assert {f["label"].split()[2].split("/")[0] for f in record["finalists"]} == {"costly", "cheap"}
     assert all(f["rows"] == 100 + 2 * 100 for f in record["finalists"])  # validation + two folds of 100
+
+
+def test_after_rescoring_a_tie_goes_to_the_first_trial_the_prior_ranks_higher(fake_training):
+    shares, calls = fake_training
+    setup = _setup()
+    # As above, but both are first trials and the costly one came first: the prior decides.
+    study = _study(setup, {"costly": (100.0, 0.10), "cheap": (5.0, 0.11), "bad": (1.0, 0.45)},
+                   ranks={"costly": 0, "cheap": 1, "bad": 2})
+    shares.update(costly=0.10, cheap=0.10, bad=0.45)
+    decision = decide.decide(study, setup, max_rounds=2)
+    assert study.trials[decision.chosen].params["strategy"] == "costly"
+    record = study.user_attrs[decide.CHOICE]
+    assert {f["label"].split()[2].split("/")[0]: f["prior"] for f in record["finalists"]} == {"costly": 0, "cheap": 1}
+    assert "by the evidence the first trials came from" in record["reason"]
 
 
 def test_rescoring_keeps_the_better_configuration_when_folds_separate_them(fake_training):

@@ -115,3 +115,43 @@ def test_finalists_are_the_best_and_those_within_two_standard_errors():
           Evidence(2, "b", 1.0, {0: _predictions(targets, range(15, 40))}),  # 0.875: close
           Evidence(3, "c", 1.0, {0: _predictions(targets, range(100, 200))})]  # 0.50: far
     assert [e.key for e in finalists(ACC, ev, {0: targets})] == [1, 2]
+
+
+def test_among_ties_the_configuration_the_prior_ranks_first_wins_over_the_simplest():
+    # The simplest of a tie is usually a probe, which the portfolio evidence ranks low; the
+    # prior (the first trials' learned order) breaks the tie instead.
+    targets = np.array([0, 1] * 50)
+    full = Evidence(1, "full", cost=100.0, predictions={0: _predictions(targets, range(8, 19))},  # 0.89
+                    weights=22_000_000, prior=0)
+    probe = Evidence(2, "probe", cost=5.0, predictions={0: _predictions(targets, range(10))},  # 0.90
+                     weights=770, prior=3)
+    choice = choose(ACC, [full, probe], {0: targets})
+    assert choice.best.key == 2 and choice.chosen.key == 1
+    assert "ranked higher by the evidence" in choice.reason and "first trial 1 against 4" in choice.reason
+
+
+def test_a_ranked_configuration_wins_a_tie_with_one_the_sampler_proposed():
+    targets = np.array([0, 1] * 50)
+    sampled = Evidence(1, "tpe", cost=10.0, predictions={0: _predictions(targets, range(10))}, weights=770)  # 0.90
+    first = Evidence(2, "portfolio", cost=100.0, predictions={0: _predictions(targets, range(8, 19))},  # 0.89
+                     weights=22_000_000, prior=1)
+    choice = choose(ACC, [sampled, first], {0: targets})
+    assert choice.chosen.key == 2
+    assert "a configuration the sampler proposed" in choice.reason
+
+
+def test_a_clear_winner_the_sampler_proposed_beats_a_ranked_configuration():
+    targets = np.array([0, 1] * 100)
+    sampled = Evidence(1, "tpe", cost=10.0, predictions={0: _predictions(targets, range(10))}, weights=770)  # 0.95
+    first = Evidence(2, "portfolio", cost=10.0, predictions={0: _predictions(targets, range(10, 60))},  # 0.75
+                     weights=770, prior=0)
+    choice = choose(ACC, [sampled, first], {0: targets})
+    assert choice.tied == (1,) and choice.chosen.key == 1
+
+
+def test_the_best_ranked_first_among_its_ties_says_so():
+    targets = np.array([0, 1] * 50)
+    best = Evidence(1, "full", cost=100.0, predictions={0: _predictions(targets, range(10))}, weights=10, prior=0)
+    other = Evidence(2, "probe", cost=5.0, predictions={0: _predictions(targets, range(8, 19))}, weights=1, prior=2)
+    choice = choose(ACC, [best, other], {0: targets})
+    assert choice.chosen.key == 1 and "ranked first by the evidence" in choice.reason
