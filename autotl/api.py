@@ -98,7 +98,6 @@ def prepare(config, *, device: str, budget, progress: bool, test=None, data=None
     from .balance import IMBALANCE_RATIO, IMBALANCED_METRIC, balanced_weights, class_counts, describe, is_imbalanced
     from .config import identity
     from .data import load_data
-    from .lengths import MANY_TRUNCATED
     from .metrics import get_metric
     from .model import Pooling
     from .objective import trial_setup
@@ -136,7 +135,7 @@ def prepare(config, *, device: str, budget, progress: bool, test=None, data=None
                                   progress=progress, class_weights=weights,
                                   # TAPT's adapted backbones go to RUN_DIR/tapt (a remote worker's own temp dir)
                                   work_dir=str(config.run_dir) if config.run_dir.is_dir() else None,
-                                  head_tail=lengths["truncated"] > MANY_TRUNCATED)
+                                  head_tail=_search_head_tail(config, lengths))
               for b in backbones}
     if len(setups) > 1:  # each backbone's setup finds the others' (for_params)
         shared: dict = {}
@@ -170,6 +169,15 @@ def _multitask_config(config, target):
     return config, task_metric(target.tasks, config.metric)
 
 
+def _search_head_tail(config, lengths: dict) -> bool:
+    """Whether `text.truncation` is searched: when many rows are cut, except under
+    --standard-head, whose promise is a model `transformers.pipeline` serves as autotl does —
+    and a pipeline cuts long texts at their head (longest-first for pairs), never head+tail."""
+    from .lengths import MANY_TRUNCATED
+
+    return lengths["truncated"] > MANY_TRUNCATED and not config.standard_head
+
+
 def _resolve_lengths(config, target, backbones):
     """(config with `max_length` a number, the token-length profile of the training texts),
     measured with the first backbone's tokenizer; logged, with a hint when many rows are cut."""
@@ -191,6 +199,8 @@ def _resolve_lengths(config, target, backbones):
         hint = " (pass --max-length auto or a larger value to keep more)" if config.max_length < limit else ""
         how = ("head+tail truncation (each text of a pair within its longest-first share) is searched too"
                if target.text_pair else "head+tail truncation is searched too")
+        if config.standard_head:  # a pipeline cuts long texts at their head: its model must be trained so
+            how = "head+tail truncation is not searched with --standard-head (a transformers pipeline cuts at the head)"
         log.info("%.0f%% of the rows are cut at %d tokens: %s%s", 100 * profile["truncated"], config.max_length,
                  how, hint)
     return config, profile

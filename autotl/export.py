@@ -71,9 +71,7 @@ def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max
     try:
         write_model(model, tokenizer, tmp, max_length=max_length)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-        info = {**info, "head": {"pooling": model.pooling.value,
-                                 "pipeline_compatible": model.pooling is Pooling.STANDARD,
-                                 **_multitask_note(model)},
+        info = {**info, "head": _head_info(model, info),
                 "max_length": max_length, "versions": versions(),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), FILES: files}
         (tmp / INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
@@ -86,6 +84,21 @@ def save_best(model: TransferModel, tokenizer, run_dir: Path, info: dict, *, max
             return swap_in(run_dir, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone once swapped in; a refused or failed write's
+
+
+def _head_info(model: TransferModel, info: dict) -> dict:
+    """autotl.json's "head": its pooling, and whether `transformers.pipeline` serves the model
+    as autotl does — the standard head, trained on texts cut at their head: a pipeline never
+    cuts head+tail, so on long texts it would feed such a model other tokens than it learned."""
+    from .batching import truncation_of
+    from .lengths import HEAD_TAIL
+
+    head_tail = truncation_of(info) == HEAD_TAIL
+    out = {"pooling": model.pooling.value, "pipeline_compatible": model.pooling is Pooling.STANDARD and not head_tail}
+    if model.pooling is Pooling.STANDARD and head_tail:
+        out["note"] = ("trained on long texts cut head+tail (their beginning and end); transformers.pipeline cuts "
+                       "them at the head, so predict with autotl.load or autotl predict")
+    return out | _multitask_note(model)
 
 
 def _multitask_note(model: TransferModel) -> dict:

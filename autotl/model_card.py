@@ -133,7 +133,10 @@ def _body(info: dict, leaderboard, dataset: str, standard: bool) -> list[str]:
               f"- Texts are cut at {info.get('max_length', '?')} tokens.",
               "- The validation score chose the model among many trials and is optimistic; the test "
               "score, when given, is the unbiased one."]
-    if not standard:
+    if not standard and (info.get("head") or {}).get("pooling") == "standard":  # the head+tail cut (export._head_info)
+        lines.append("- Long texts were cut head+tail (their beginning and end) in training; `transformers.pipeline` "
+                     "cuts them at the head, so predict with `autotl.load` or `autotl predict`.")
+    elif not standard:
         lines.append("- The mean-pooled head is not a transformers module: load with `autotl.load` "
                      "or `autotl predict`, not `transformers.pipeline`.")
     return lines

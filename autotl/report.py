@@ -163,6 +163,11 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
             lines.append("The winner uses the standard classification head: "
                          '`transformers.pipeline("text-classification", model="best")` loads it '
                          "directly and predicts what `autotl predict` predicts.")
+        elif info["head"].get("pooling") == "standard":  # cut head+tail in training (export._head_info)
+            lines.append("The winner uses the standard classification head but was trained on long texts cut "
+                         "head+tail, which `transformers.pipeline` does not do: use `autotl predict` or "
+                         "`autotl.load()`. Search with `--standard-head` for a model that the pipeline serves as "
+                         "autotl does.")
         else:
             lines.append("The winner uses a mean-pooled head, which plain transformers cannot load: "
                          "use `autotl predict` or `autotl.load()`. Search with `--standard-head` "

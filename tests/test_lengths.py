@@ -90,6 +90,18 @@ def test_many_rows_cut_search_head_tail_and_the_report_says_so(tmp_path, tiny_mo
     assert "<li>text length in tokens (training rows)" in (tmp_path / "run" / "report.html").read_text()
 
 
+def test_standard_head_searches_do_not_search_head_tail_and_say_why(tmp_path, tiny_model_dir, caplog):
+    # --standard-head promises a model transformers.pipeline serves as autotl does; a pipeline
+    # cuts at the head (found when a pair search chose a head+tail full fine-tune: its pipeline
+    # probabilities were 2e-5 off autotl's).
+    with caplog.at_level(logging.INFO, logger="autotl"):
+        result = autotl.search(write_csv(tmp_path / "d.csv", long_rows(60)), model=tiny_model_dir, n_trials=2,
+                               strategies=["linear_probe"], max_length=8, out=str(tmp_path / "run"),
+                               standard_head=True, progress=False, use_knowledge=False)
+    assert "head+tail truncation is not searched with --standard-head" in caplog.text
+    assert all(ln.TRUNCATION not in row["params"] for row in result.leaderboard), result.leaderboard
+
+
 def test_a_head_tail_trial_trains_and_predicts_on_head_tail_rows(tmp_path, tiny_model_dir):
     from autotl.api import prepare
     from autotl.budget import Budget

@@ -98,3 +98,22 @@ def test_a_card_that_cannot_be_written_costs_a_warning_not_the_model(monkeypatch
         saved = save_best(model, tokenizer, tmp_path, dict(INFO), max_length=32)
     assert (saved / "autotl.json").is_file() and not (saved / "README.md").exists()
     assert "model card (README.md) was not written: no card today" in caplog.text
+
+
+def test_a_standard_head_cut_head_tail_is_not_offered_to_transformers_pipeline(tmp_path, tiny_model, tiny_model_dir):
+    # A pipeline cuts long texts at their head; a model trained on head+tail cuts would see
+    # other tokens there than it learned, so neither autotl.json nor the card may promise it.
+    from autotl.backbone import load_tokenizer
+    from autotl.export import save_best
+
+    model, tokenizer = tiny_model("standard", labels=("a|b", "<c>")), load_tokenizer(tiny_model_dir)
+
+    params = {"strategy": "full_finetune", "head.pooling": "standard", "text.truncation": "head_tail"}
+    save_best(model, tokenizer, tmp_path, {**INFO, "params": params}, max_length=16)
+    info = json.loads((tmp_path / "best" / "autotl.json").read_text())
+    assert info["head"]["pooling"] == "standard" and info["head"]["pipeline_compatible"] is False
+    assert "head+tail" in info["head"]["note"]
+    card = (tmp_path / "best" / "README.md").read_text()
+    assert "pipeline(" not in card and "cut head+tail" in card and "mean-pooled" not in card
+    save_best(model, tokenizer, tmp_path, {**INFO, "params": {**params, "text.truncation": "head"}}, max_length=16)
+    assert json.loads((tmp_path / "best" / "autotl.json").read_text())["head"]["pipeline_compatible"] is True
