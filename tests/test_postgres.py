@@ -97,12 +97,17 @@ def test_a_worker_killed_mid_trial_has_its_trial_rerun(tiny_csv, tiny_model_dir,
         assert proc.poll() is None, proc.stdout.read().decode()
         assert time.monotonic() < deadline, "the sleeping trial never started"
         time.sleep(0.5)
+        # The marker first, then the snapshot: prepare() writes it after every parameter is
+        # drawn, so the victim's params are whole. (A snapshot taken before the marker could
+        # hold a partial configuration, which no rerun equals: seen once in fresh-ci.)
+        if not (tmp_path / "slept").exists():
+            continue
         try:
             study = optuna.load_study(study_name=name, storage=watching)
         except KeyError:
             continue
         running = [t for t in study.trials if t.state.name == "RUNNING" and t.params.get("strategy") == "sleeponce"]
-        if running and (tmp_path / "slept").exists():
+        if running:
             victim = running[0]
     os.kill(int(victim.user_attrs["worker"].split(":")[1]), signal.SIGKILL)  # host:pid:random
     output = proc.communicate(timeout=300)[0].decode()
