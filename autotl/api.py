@@ -197,10 +197,12 @@ def _resolve_lengths(config, target, backbones):
     log.info("text length in tokens: %s", ln.describe(profile))
     if profile["truncated"] > ln.MANY_TRUNCATED:
         hint = " (pass --max-length auto or a larger value to keep more)" if config.max_length < limit else ""
-        how = ("head+tail truncation (each text of a pair within its longest-first share) is searched too"
-               if target.text_pair else "head+tail truncation is searched too")
-        if config.standard_head:  # a pipeline cuts long texts at their head: its model must be trained so
+        if not _search_head_tail(config, profile):
             how = "head+tail truncation is not searched with --standard-head (a transformers pipeline cuts at the head)"
+        elif target.text_pair:
+            how = "head+tail truncation (each text of a pair within its longest-first share) is searched too"
+        else:
+            how = "head+tail truncation is searched too"
         log.info("%.0f%% of the rows are cut at %d tokens: %s%s", 100 * profile["truncated"], config.max_length,
                  how, hint)
     return config, profile

@@ -39,8 +39,8 @@ def _rules(metric, cands: list[tuple[str, dict]], targets) -> dict[str, str]:
                   for i, (n, r) in enumerate(cands)]
     # autotl's rule since 7 December: among the ties, the configuration the (leave-one-dataset-
     # out) portfolio put first wins — the prior learned on other datasets, not simplicity.
-    # `cands` come in portfolio order; powers of two keep each position apart under AS_SIMPLE.
-    by_order = [Evidence(i, n, r["fit_seconds"], {0: np.asarray(r["val_pred"])}, 2 ** i)
+    # `cands` come in portfolio order: each one's place is its prior rank, as study.PRIOR_RANK.
+    by_order = [Evidence(i, n, r["fit_seconds"], {0: np.asarray(r["val_pred"])}, _weights(n), prior=i)
                 for i, (n, r) in enumerate(cands)]
     return {"argmax validation": argmax,
             "one-SE, ties to the cheapest to train (rejected)": choose(metric, by_seconds, targets).chosen.label,
