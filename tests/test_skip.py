@@ -29,7 +29,7 @@ def setup(tiny_model_dir):
 
 
 def _finished(study, strategy, seconds, relative_cost, epochs=1, **attrs):
-    dist = {"strategy": optuna.distributions.CategoricalDistribution(["linear_probe", "full_finetune"])}
+    dist = {"strategy": optuna.distributions.CategoricalDistribution(["linear_probe", "full_finetune", "freeze"])}
     study.add_trial(optuna.trial.create_trial(
         params={"strategy": strategy}, distributions=dist, value=0.5,
         intermediate_values={e: 0.5 for e in range(epochs)},
@@ -121,3 +121,27 @@ def test_the_baseline_recipe_is_the_unit_of_every_relative_cost():
         costs = relative_costs(rows)
         assert costs[cost_key({"strategy": "baseline"})] == 1.0
     assert cost_key({"strategy": "baseline", "backbone": "b"}) == cost_key({"strategy": "baseline"})
+
+
+def test_a_strategy_never_seen_is_estimated_from_the_costliest_epoch_so_far(setup):
+    """No finished trial of its own and no relative cost (a sampled configuration): before,
+    it had no estimate and started with 100 s left (measured: the refit's reserve eaten);
+    now it needs about 3 x 40 s, the costliest epoch seen (the full fine-tune's, not the
+    probe's 1 s), and is skipped."""
+    setup = replace(setup, strategies=Registry().select(["linear_probe", "full_finetune", "freeze"]))
+    study = optuna.create_study(direction="maximize")
+    _finished(study, "linear_probe", seconds=25.0, relative_cost=None, epochs=25)  # 1 s per epoch
+    _finished(study, "full_finetune", seconds=80.0, relative_cost=None, epochs=2)  # 40 s per epoch
+    params = {"strategy": "freeze", "head.pooling": "mean",
+              **{**setup.strategies["freeze"].strategy.defaults, "freeze.epochs": 3}}
+    study.enqueue_trial(params)
+    trial = _run_one(setup, study, Budget(100.0, clock=Clock()))
+    assert trial.state.name == "PRUNED" and "needs about 120 s" in trial.user_attrs[SKIPPED]
+
+
+def test_the_first_trial_of_a_study_has_no_estimate_and_runs(setup):
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"strategy": "linear_probe", "head.pooling": "mean",
+                         **setup.strategies["linear_probe"].strategy.defaults})
+    trial = _run_one(setup, study, Budget(1.0, clock=Clock()))
+    assert trial.state.name == "COMPLETE" and SKIPPED not in trial.user_attrs
