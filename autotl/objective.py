@@ -248,9 +248,10 @@ def _estimated_seconds(trial, name: str, params: dict) -> float | None:
         seconds = t.user_attrs.get("seconds") or (t.duration.total_seconds() if t.duration else None)
         if not seconds or not t.intermediate_values or t.params.get(BACKBONE) != params.get(BACKBONE):
             continue  # another backbone's times say nothing of this one's (110M vs 22M weights)
-        any_epoch.append(seconds / len(t.intermediate_values))
+        epoch_seconds = seconds / len(t.intermediate_values)
+        any_epoch.append(epoch_seconds)
         if t.params.get(STRATEGY) == name:
-            per_epoch.append(seconds / len(t.intermediate_values))
+            per_epoch.append(epoch_seconds)
         if t.user_attrs.get(RELATIVE_COST) and t.state is TrialState.COMPLETE:
             unit.append(_uncut_seconds(t, seconds) / t.user_attrs[RELATIVE_COST])
     epochs = max(1, sum(int(v) for k, v in params.items() if k.endswith("epochs") and isinstance(v, (int, float))))

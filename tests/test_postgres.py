@@ -14,8 +14,10 @@ import optuna
 import pytest
 
 import autotl
+from autotl.objective import DUPLICATE_OF, SKIPPED
 from autotl.portfolio import first_trials
 from autotl.storage import open_storage
+from autotl.study import REQUEUED_FROM
 
 URL = os.environ.get("AUTOTL_TEST_POSTGRES")
 if URL is None and os.environ.get("AUTOTL_REQUIRE_POSTGRES"):
@@ -119,8 +121,8 @@ def test_a_worker_killed_mid_trial_has_its_trial_rerun(tiny_csv, tiny_model_dir,
     trials = optuna.load_study(study_name=name, storage=open_storage(URL, None)).trials
     assert trials[victim.number].state.name == "FAIL"
     reruns = [t for t in trials if t.params == victim.params and t.state.name == "COMPLETE"]
-    seen = [(t.number, t.state.name, t.params, {k: t.user_attrs.get(k) for k in ("requeued_from", "error",
-             "duplicate_of", "skipped")}) for t in trials]
+    seen = [(t.number, t.state.name, t.params, {k: t.user_attrs.get(k) for k in (REQUEUED_FROM, "error",
+             DUPLICATE_OF, SKIPPED)}) for t in trials]
     assert len(reruns) == 1, f"the killed trial's configuration must run again exactly once: {victim.params}, {seen}"
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
