@@ -209,21 +209,22 @@ def learn(config, target, setup, ranking) -> tuple[list[dict], dict]:
     """A new search's warm start: (its first configurations, learned from the most similar
     past searches; what it learned from, for the study and the report)."""
     meta = meta_features(target, setup, {r.backbone: r.as_dict() for r in ranking})
-    past = []
+    past, readable = [], True
     try:
         past = records(open_knowledge(config.knowledge))
     except Exception as exc:  # unreadable, corrupt, unreachable: never the search's end
         from .redact import mask
 
-        log.warning("knowledge base %s is unreadable (%s); this search starts without the past ones",
-                    mask(config.knowledge or default_location()), mask(first_line(exc)))
+        readable = False  # and not written to at the end: one warning, the file left as found
+        log.warning("knowledge base %s is unreadable (%s); this search starts without the past ones and is "
+                    "not recorded there", mask(config.knowledge or default_location()), mask(first_line(exc)))
     neighbours = nearest(past + starter_records(), meta)
     learned = warm_start(neighbours, setup.strategies, setup.poolings, limit=LEARNED)
     if learned:
         log.info("warm start: %d first configurations learned from %s", len(learned), describe(neighbours))
     else:
         log.info("warm start: no similar past search in the knowledge base; the learned portfolio comes first")
-    return learned, {"meta": meta, "first": learned,
+    return learned, {"meta": meta, "first": learned, "unreadable": not readable,
                      "learned_from": [{"id": n.record.get("id"), "name": (n.record.get("data") or {}).get("name"),
                                        "rows": (n.record.get("meta") or {}).get("rows"),
                                        "similarity": round(n.similarity, 4)} for n in neighbours]}
@@ -236,6 +237,8 @@ def record_search(config, study, target, setup, *, chosen: int | None) -> str | 
     attrs = study.user_attrs.get(KNOWLEDGE_ATTR) or {}
     if attrs.get("recorded"):
         return attrs["recorded"]  # a resumed search that was recorded already
+    if attrs.get("unreadable"):
+        return None  # its warning was given when the search began
     ranking = study.user_attrs.get(TRANSFERABILITY) or []
     meta = attrs.get("meta") or meta_features(target, setup, {r["backbone"]: r for r in ranking})
     record = make_record(study, name=Path(config.data).stem, meta=meta, transferability=ranking,

@@ -126,9 +126,31 @@ def test_a_corrupt_knowledge_base_is_one_warning_and_the_search_goes_on_cold(tin
         result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", knowledge=str(base))
     assert result.best_model is not None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "knowledge base" in r.getMessage()]
-    assert 1 <= len(warnings) <= 2, [w.getMessage() for w in warnings]  # reading, and maybe recording
+    assert len(warnings) == 1, [w.getMessage() for w in warnings]  # read once, never written to
     assert "unreadable" in warnings[0].getMessage() and "\n" not in warnings[0].getMessage()
     assert "Traceback" not in caplog.text
+    assert base.read_text() == "this is not a journal\n" * 3  # left as found: nothing appended
+
+
+def test_an_unreachable_knowledge_url_is_one_warning_and_the_search_goes_on_cold(tiny_csv, tiny_model_dir,
+                                                                                 tmp_path, caplog):
+    url = f"sqlite:///{tmp_path}/no/such/dir/kb.db"  # fails at once, as a refused connection would
+    with caplog.at_level(logging.INFO, logger="autotl"):
+        result = _search(tiny_csv, tiny_model_dir, tmp_path / "run", knowledge=url)
+    assert result.best_model is not None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "knowledge base" in r.getMessage()]
+    assert len(warnings) == 1 and "unreadable" in warnings[0].getMessage(), [w.getMessage() for w in warnings]
+
+
+def test_a_missing_knowledge_file_is_created_without_a_warning_and_records_the_search(tiny_csv, tiny_model_dir,
+                                                                                      tmp_path, caplog):
+    base = tmp_path / "new" / "kb.journal"
+    with caplog.at_level(logging.INFO, logger="autotl"):
+        _search(tiny_csv, tiny_model_dir, tmp_path / "run", knowledge=str(base))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "knowledge" in r.getMessage()]
+    found = knowledge.records(knowledge.open_knowledge(str(base)))
+    assert len(found) == 1 and found[0]["trials"]
+    assert all(isinstance(t["seconds"], float) and t["seconds"] > 0 for t in found[0]["trials"])  # the cost
 
 
 def test_the_knowledge_command_lists_shows_and_forgets(tiny_csv, tiny_model_dir, tmp_path):
