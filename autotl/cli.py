@@ -387,7 +387,10 @@ def _knowledge(args) -> int:
             print(f"{r['id']:<32} {r.get('source', 'search'):<8} {(r.get('data') or {}).get('name', '?')[:20]:<20} "
                   f"{(r.get('meta') or {}).get('rows', '?'):>6} {r.get('metric', '?'):<9} "
                   f"{'' if best is None else f'{best:.4f}':>7} {len(r.get('trials', [])):>6}")
-        print(f"{len(saved)} recorded in {location or knowledge.default_location()}, {len(starters)} shipped with autotl")
+        from .redact import mask
+
+        print(f"{len(saved)} recorded in {mask(location or knowledge.default_location())}, {len(starters)} shipped "
+              "with autotl")  # a team's URL may carry its password: AUTOTL_KNOWLEDGE is how it stays out of sight
         return 0
     if not args.record:
         raise UsageError(f"`autotl knowledge {args.action}` needs a record ID (see `autotl knowledge list`)")

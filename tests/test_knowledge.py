@@ -190,3 +190,16 @@ def test_the_shipped_starter_records_are_read_and_cannot_be_forgotten(monkeypatc
     assert "cannot be forgotten" in err.getvalue()
     monkeypatch.setenv("AUTOTL_STARTER_KNOWLEDGE", "0")
     assert knowledge.starter_records() == []
+
+
+def test_knowledge_list_never_prints_the_urls_password(monkeypatch, capsys):
+    from autotl.cli import main
+
+    seen = []
+    monkeypatch.setattr(knowledge, "open_knowledge", lambda location: seen.append(location) or object())
+    monkeypatch.setattr(knowledge, "records", lambda storage: [])
+    monkeypatch.setenv("AUTOTL_KNOWLEDGE", "postgresql://team:s3cret@db.example/autotl")
+    assert main(["knowledge", "list"]) == 0
+    out = capsys.readouterr().out
+    assert seen == ["postgresql://team:s3cret@db.example/autotl"]  # the password still reaches the database
+    assert "s3cret" not in out and "recorded in postgresql://team:***@db.example/autotl" in out, out
