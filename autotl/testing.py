@@ -30,15 +30,19 @@ NEUTRAL = ["the", "movie", "film", "was", "plot", "acting", "really", "quite", "
 LABELS = ("negative", "positive")
 
 
-def make_tiny_backbone(path, *, hidden_size: int = 32, layers: int = 2, extra_words: tuple[str, ...] = ()) -> str:
+def make_tiny_backbone(path, *, hidden_size: int = 32, layers: int = 2, extra_words: tuple[str, ...] = (),
+                       blind: bool = False) -> str:
     """Save a 2-layer, 32-wide BERT (or as given) and its WordPiece tokenizer under `path`
-    (`extra_words` make its vocabulary, and so its tokenizer, another one's)."""
+    (`extra_words` make its vocabulary, and so its tokenizer, another one's; `blind` leaves
+    the sentiment words out of it, so `sentiment_rows` are all alike to it: a backbone that
+    cannot transfer)."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *NEUTRAL, "neutral", *extra_words]
+    sentiment = () if blind else (*POSITIVE, *NEGATIVE)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sentiment, *NEUTRAL, "neutral", *extra_words]
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
     torch.manual_seed(0)

@@ -49,6 +49,28 @@ def test_a_search_over_two_backbones_ranks_them_searches_both_and_exports_the_wi
     assert header[:4] == ["trial", "state", "backbone", "strategy"]
 
 
+def test_when_the_second_backbone_wins_it_is_exported_with_its_own_width_and_tokenizer(tiny_csv, tiny_test_csv,
+                                                                                         two_backbones, tmp_path):
+    # the first backbone listed cannot see the sentiment words, so the second must win: the
+    # export cannot pass by keeping the first backbone's (the setup's default) tokenizer or width
+    from transformers import AutoTokenizer
+
+    from autotl.testing import make_tiny_backbone
+
+    blind = make_tiny_backbone(tmp_path / "blind", hidden_size=32, blind=True)
+    _, wide = two_backbones
+    result = autotl.search(tiny_csv, model=f"{blind},{wide}", out=tmp_path / "run", n_trials=3,
+                           strategies=["linear_probe", "full_finetune"], test=tiny_test_csv, progress=False)
+    info = json.loads((result.best_model / "autotl.json").read_text())
+    assert info["backbone"] == wide, [(r["backbone"], r["score"]) for r in result.leaderboard]
+    assert json.loads((result.best_model / "config.json").read_text())["hidden_size"] == 48
+    exported = AutoTokenizer.from_pretrained(result.best_model).get_vocab()
+    assert exported == AutoTokenizer.from_pretrained(wide).get_vocab() and "widest" in exported
+    assert info["scores"]["test"]["metrics"]["accuracy"] > 0.7  # scored with the wide backbone's own tokens
+    predicted = autotl.predict(result.run_dir, tiny_test_csv, device="cpu")
+    assert len(predicted) == 20
+
+
 def test_the_ranking_is_recorded_and_each_backbone_has_its_own_rows_and_caches(tiny_csv, two_backbones, tmp_path):
     from autotl.api import prepare
     from autotl.budget import Budget
