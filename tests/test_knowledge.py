@@ -203,3 +203,51 @@ def test_knowledge_list_never_prints_the_urls_password(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert seen == ["postgresql://team:s3cret@db.example/autotl"]  # the password still reaches the database
     assert "s3cret" not in out and "recorded in postgresql://team:***@db.example/autotl" in out, out
+
+
+class _Bounds:
+    """A stand-in trial answering with a configuration's values and noting each range."""
+
+    def __init__(self, params):
+        self.params, self.seen = params, {}
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        self.seen[name] = lambda value: low <= value <= high
+        return self.params.get(name, low)
+
+    suggest_int = suggest_float
+
+    def suggest_categorical(self, name, choices):
+        self.seen[name] = lambda value: value in choices
+        return self.params.get(name, choices[0])
+
+
+def test_the_shipped_starter_knowledge_is_well_formed_and_warm_starts_a_search_like_its_own(monkeypatch):
+    from autotl.objective import BACKBONE, POOLING, STRATEGY
+
+    monkeypatch.setenv("AUTOTL_STARTER_KNOWLEDGE", "1")
+    shipped = knowledge.starter_records()
+    assert len(shipped) >= 7 and len({r["data"]["name"] for r in shipped}) >= 7
+    registry = Registry().strategies()
+    for rec in shipped:
+        assert set(knowledge.SCALES) <= set(rec["meta"]), rec["id"]
+        assert all(isinstance(rec["meta"][k], (int, float)) for k in knowledge.SCALES), rec["id"]
+        done = [t for t in rec["trials"] if t["state"] == "complete"]
+        assert done and all(isinstance(t["value"], float) and t["seconds"] > 0 for t in done), rec["id"]
+        for t in done:  # every configuration runs here, inside its strategy's own space
+            params = t["params"]
+            if params[STRATEGY] not in registry:  # a plugin's strategy: only where it is installed
+                assert params[STRATEGY] in ("lora", "ia3"), params
+                continue
+            bounds = _Bounds(params)
+            registry[params[STRATEGY]].strategy.search_space(bounds)
+            for name, value in params.items():
+                if name in (STRATEGY, POOLING, BACKBONE):
+                    continue
+                assert name in bounds.seen and bounds.seen[name](value), (rec["id"], name, value)
+        # a search on data like this record's learns from it first, and gets configurations
+        found = nearest(shipped, rec["meta"], k=3)
+        assert found and found[0].similarity == pytest.approx(1.0)
+        assert rec["meta"] == found[0].record["meta"]
+        strategies = Registry().select(sorted({t["params"][STRATEGY] for t in done} & set(registry)))
+        assert warm_start(found, strategies, ("mean", "standard"), limit=6), rec["id"]
