@@ -113,6 +113,9 @@ def meta_features(target, setup, transferability: dict | None = None) -> dict:
     if transferability:
         first = transferability.get(setup.backbone) or next(iter(transferability.values()))
         features["probe"], features["logme"] = float(first["probe"]), float(first["logme"])
+        # each backbone's own: a probe score is only comparable with the same backbone's
+        features["probes"] = {name: {"probe": float(t["probe"]), "logme": float(t["logme"])}
+                              for name, t in transferability.items()}
     return features
 
 
@@ -125,10 +128,41 @@ def _imbalance(targets: np.ndarray) -> float:
     return float(counts.min() / counts.max())
 
 
+TRANSFER_KEYS = ("probe", "logme")  # measured with a backbone: compared only backbone to backbone
+
+
 def distance(a: dict, b: dict) -> float:
-    """Euclidean distance over the meta-features both have, each divided by its scale."""
+    """Euclidean distance over the meta-features both have, each divided by its scale. The
+    probe score and LogME are a backbone's: they are compared for a backbone both measured
+    (`a`'s first such), and left out when they share none (MiniLM's probe at 0.69 and
+    mpnet's at 0.86 on the same rows say nothing about the data). Metas without per-backbone
+    values (records before them) compare their headline ones."""
+    a, b = _transfer_of_a_shared_backbone(a, b)
     shared = [k for k in SCALES if k in a and k in b]
     return math.sqrt(sum(((a[k] - b[k]) / SCALES[k]) ** 2 for k in shared)) if shared else math.inf
+
+
+def _transfer_of_a_shared_backbone(a: dict, b: dict) -> tuple[dict, dict]:
+    mine, theirs = a.get("probes"), b.get("probes")
+    if not isinstance(mine, dict) or not isinstance(theirs, dict):
+        return a, b
+    both = next((name for name in mine if name in theirs), None)
+    if both is None:
+        return ({k: v for k, v in a.items() if k not in TRANSFER_KEYS},
+                {k: v for k, v in b.items() if k not in TRANSFER_KEYS})
+    return {**a, **mine[both]}, {**b, **theirs[both]}
+
+
+def _meta_of(record: dict) -> dict:
+    """A record's meta-features, with per-backbone transfer scores taken from its ranking
+    when it predates them in the meta (the ranking is in every record)."""
+    meta = record.get("meta") or {}
+    ranking = record.get("transferability") or []
+    if "probes" in meta or not ranking:
+        return meta
+    probes = {t["backbone"]: {"probe": float(t["probe"]), "logme": float(t["logme"])}
+              for t in ranking if isinstance(t, dict) and {"backbone", "probe", "logme"} <= set(t)}
+    return {**meta, "probes": probes} if probes else meta
 
 
 def nearest(records: list[dict], meta: dict, *, k: int = NEIGHBOURS, exclude_data: str | None = None,
@@ -138,7 +172,7 @@ def nearest(records: list[dict], meta: dict, *, k: int = NEIGHBOURS, exclude_dat
     finished trial; `exclude_data` leaves out records of that dataset."""
     scored = []
     for r in records:
-        other = r.get("meta") or {}
+        other = _meta_of(r)
         same_task = (other.get("regression") == meta.get("regression")
                      and other.get("multilabel", 0.0) == meta.get("multilabel", 0.0))
         if not same_task or not r.get("trials"):

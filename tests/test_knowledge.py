@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
@@ -38,6 +39,26 @@ def test_distance_scales_each_meta_feature():
     assert distance(meta(rows=300), meta(rows=3000)) == pytest.approx(2.0)  # one decade: two units
     assert distance(meta(probe=0.8), meta(probe=0.9)) == pytest.approx(1.0)
     assert distance({"log10_rows": 2.0}, {"probe": 0.5}) == float("inf")  # nothing shared
+
+
+def test_probe_scores_are_compared_only_between_the_same_backbones():
+    def probes(**by_backbone):
+        return {name: {"probe": p, "logme": 0.1} for name, p in by_backbone.items()}
+
+    mpnet_only = {**meta(probe=0.9), "probes": probes(mpnet=0.9)}
+    minilm_only = {**meta(probe=0.6), "probes": probes(minilm=0.6)}
+    both = {**meta(probe=0.6), "probes": probes(minilm=0.6, mpnet=0.9)}
+    assert distance(mpnet_only, minilm_only) == 0.0  # no backbone in common: the probe says nothing
+    assert distance(mpnet_only, both) == 0.0  # mpnet's 0.9 against mpnet's 0.9, not MiniLM's 0.6
+    assert distance(both, {**meta(probe=0.7), "probes": probes(minilm=0.7)}) == pytest.approx(1.0)
+    assert distance(meta(probe=0.9), meta(probe=0.6)) == pytest.approx(3.0)  # older metas: the headline
+    # a record from before per-backbone metas is read through its ranking
+    old = {"id": "old", "data": {"name": "o"}, "meta": meta(probe=0.6),
+           "trials": [{"params": FT, "state": "complete", "value": 0.9}],
+           "transferability": [{"backbone": "minilm", "probe": 0.6, "logme": 0.1}]}
+    assert nearest([old], mpnet_only)[0].similarity == pytest.approx(1.0)
+    assert nearest([old], {**meta(probe=0.8), "probes": probes(minilm=0.8)}, min_similarity=0.0)[0].similarity \
+        == pytest.approx(math.exp(-2.0))
 
 
 def test_the_nearest_searches_are_of_the_same_task_type_and_most_similar():
@@ -86,6 +107,7 @@ def test_a_finished_search_is_recorded_and_the_next_one_learns_from_it(tiny_csv,
     rec = saved[0]
     assert rec["data"]["name"] == "data" and rec["meta"]["rows"] == 60 and rec["chosen"] == first.chosen
     assert {t["params"]["strategy"] for t in rec["trials"]} == {"linear_probe", "full_finetune"}
+    assert set(rec["meta"]["probes"]) == {t["backbone"] for t in rec["transferability"]} != set()
     assert {"probe", "logme", "imbalance", "log2_tokens_p95"} <= set(rec["meta"])
 
     # The second search's own portfolio puts the first search's loser first; the warm start
