@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from rows import subsample  # noqa: E402
+from compare import git_state  # noqa: E402
 from searches import autotl_search, int_list, recipe_seconds  # noqa: E402
 
 OUT = HERE / "results" / "sources.json"
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
                             continue
                         r = run(tmp / "train.csv", folder / "test.csv", model, seconds, seed, tmp / arm,
                                 loo if loo.is_file() else None)
-                        r.update(dataset=folder.name, rows=rows, seed=seed, arm=arm, budget_seconds=round(seconds, 1))
+                        r.update(dataset=folder.name, rows=rows, seed=seed, arm=arm, budget_seconds=round(seconds, 1),
+                                 **git_state())
                         results["results"] = [x for x in results["results"] if (x["dataset"], x["rows"], x["seed"],
                                                                                   x["arm"]) != (folder.name, rows, seed, arm)]
                         results["results"].append(r)
@@ -118,6 +120,8 @@ def table(results: dict) -> str:
         lines.append(f"| {dataset} | {rows} | {seed} | {arms['both']['budget_seconds']:.0f} | {mini:.3f} | {mp:.3f} | "
                      f"{both:.3f} | {both - max(mini, mp):+.3f} | {first} | {better} | {'yes' if first == better else 'no'} "
                      f"| {arms['both'].get('winner_backbone')} | {arms['both'].get('trials_per_backbone')} |")
+    commits = sorted({(r.get("commit") or "not recorded")[:12] + ("+dirty" if r.get("dirty") else "") for r in results["results"]})
+    lines += ["", f"Code: {', '.join(commits)}" + (" (**more than one version**)" if len(commits) > 1 else "") + "."]
     if gaps:
         lines += ["", f"Joint search within 0.5 point of the better single-backbone search: "
                       f"{sum(g >= -0.005 for g in gaps)} of {len(gaps)} cells (worst {min(gaps):+.3f}); the ranking named "
