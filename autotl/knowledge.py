@@ -256,6 +256,9 @@ def learn(config, target, setup, ranking) -> tuple[list[dict], dict]:
     learned = warm_start(neighbours, setup.strategies, setup.poolings, limit=LEARNED)
     if learned:
         log.info("warm start: %d first configurations learned from %s", len(learned), describe(neighbours))
+    elif neighbours:
+        log.info("warm start: the most similar past searches (%s) had no best configuration this search can run; "
+                 "the learned portfolio comes first", describe(neighbours))
     else:
         log.info("warm start: no similar past search in the knowledge base; the learned portfolio comes first")
     return learned, {"meta": meta, "first": learned, "unreadable": not readable,

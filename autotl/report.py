@@ -199,12 +199,18 @@ def backbone_lines(ranking: list[dict] | None, done: list[dict], metric: str) ->
         count = sum(d["backbone"] == r["backbone"] for d in done)
         lines.append(f"| {i} | {r['backbone']} | {r['logme']:.3f} | {r['probe']:.4f} ± {r['probe_se']:.4f} | "
                      f"{r.get('seconds', 0.0):.1f} | {trained} | {count} |")
+    from .metrics import METRICS
+
+    # every score oriented higher-is-better, so +1 always means the ranking foretold the order
+    # (LogME is an evidence, higher-is-better; the probe and the trials share the metric's direction)
+    sign = 1.0 if getattr(METRICS.get(metric), "maximize", True) else -1.0
     trained = [r for r in ranking if r["backbone"] in best]
-    finals = [best[r["backbone"]]["score"] for r in trained]
+    finals = [sign * best[r["backbone"]]["score"] for r in trained]
     if len(trained) >= 2:
-        lines += ["", f"Rank correlation with the best trained score over {len(trained)} backbones (Spearman): "
-                      f"LogME {_fmt(spearman([r['logme'] for r in trained], finals))}, "
-                      f"probe {_fmt(spearman([r['probe'] for r in trained], finals))}."]
+        oriented = "" if sign > 0 else f" ({metric} is better lower: +1 means the lower {metric} was foretold)"
+        lines += ["", f"Rank correlation with the best trained score over {len(trained)} backbones (Spearman"
+                      f"{oriented}): LogME {_fmt(spearman([r['logme'] for r in trained], finals))}, "
+                      f"probe {_fmt(spearman([sign * r['probe'] for r in trained], finals))}."]
     return lines + [""]
 
 
@@ -246,7 +252,11 @@ def knowledge_lines(knowledge: dict | None) -> list[str]:
                 "learned portfolio's.", ""]
     names = ", ".join(f"`{p['id']}` ({p.get('name')}, {p.get('rows')} rows, similarity {p['similarity']:.2f})"
                       for p in past)
-    return [f"**Warm start:** the first {len(knowledge.get('first') or [])} configurations were learned from "
+    first = len(knowledge.get("first") or [])
+    if not first:
+        return [f"**Warm start:** the most similar past searches, {names}, had no best configuration this search "
+                "can run (other strategies or heads); the first trials are the learned portfolio's.", ""]
+    return [f"**Warm start:** the first {first} configuration{'s were' if first > 1 else ' was'} learned from "
             f"past searches: {names}.", ""]
 
 

@@ -273,3 +273,12 @@ def test_the_shipped_starter_knowledge_is_well_formed_and_warm_starts_a_search_l
         assert rec["meta"] == found[0].record["meta"]
         strategies = Registry().select(sorted({t["params"][STRATEGY] for t in done} & set(registry)))
         assert warm_start(found, strategies, ("mean", "standard"), limit=6), rec["id"]
+
+
+def test_the_report_says_when_similar_searches_taught_nothing_runnable():
+    from autotl.report import knowledge_lines
+
+    past = [{"id": "r1", "name": "x", "rows": 300, "similarity": 0.5}]
+    assert "first 1 configuration was learned" in knowledge_lines({"learned_from": past, "first": [FT]})[0]
+    nothing = knowledge_lines({"learned_from": past, "first": []})[0]
+    assert "had no best configuration this search can run" in nothing and "first 0" not in nothing

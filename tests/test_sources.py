@@ -163,3 +163,25 @@ def test_the_ranking_reads_at_most_ranking_rows_the_same_for_every_backbone(monk
     a, b = sources.ranking_rows(data, 0), sources.ranking_rows(data, 0)
     assert len(a) == 20 and a.ids == b.ids and a.key != data.key
     assert [x[0] for x in a.ids] == list(a.targets)  # rows and targets stay aligned
+
+
+def test_the_report_shows_the_ranking_beside_the_trained_scores_and_their_rank_correlation():
+    from autotl.report import backbone_lines
+
+    ranking = [{"backbone": b, "logme": lm, "probe": p, "probe_se": 0.01, "seconds": 1.0, "hopeless": False}
+               for b, lm, p in (("big", 0.3, 0.9), ("mid", 0.2, 0.8), ("small", 0.1, 0.7))]
+
+    def done(scores):
+        rows = [{"backbone": b, "score": s, "trial": i, "strategy": "full_finetune"}
+                for i, (b, s) in enumerate(scores.items())]
+        return sorted(rows, key=lambda r: -r["score"])
+
+    text = "\n".join(backbone_lines(ranking, done({"big": 0.95, "mid": 0.90, "small": 0.85}), "accuracy"))
+    assert "| 1 | big | 0.300 | 0.9000 ± 0.0100 |" in text and "0.9500 (trial 0, full_finetune)" in text
+    assert "over 3 backbones (Spearman): LogME +1.00, probe +1.00." in text
+    text = "\n".join(backbone_lines(ranking, done({"big": 0.85, "mid": 0.90, "small": 0.95}), "accuracy"))
+    assert "LogME -1.00, probe -1.00." in text  # foretold the order backwards
+    # a lower-is-better metric: the probe's mse and the trials' mse, LogME still higher-is-better
+    mse = [dict(r, probe=1.0 - r["probe"]) for r in ranking]
+    text = "\n".join(backbone_lines(mse, done({"big": 0.1, "mid": 0.2, "small": 0.3}), "mse"))
+    assert "mse is better lower" in text and "LogME +1.00, probe +1.00." in text
