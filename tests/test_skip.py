@@ -145,3 +145,27 @@ def test_the_first_trial_of_a_study_has_no_estimate_and_runs(setup):
                          **setup.strategies["linear_probe"].strategy.defaults})
     trial = _run_one(setup, study, Budget(1.0, clock=Clock()))
     assert trial.state.name == "COMPLETE" and SKIPPED not in trial.user_attrs
+
+
+def test_a_backbone_nothing_finished_on_is_estimated_from_another_scaled_by_their_forward_passes():
+    """A several-backbone search: the first trial on the large backbone had no estimate, so it
+    started and was cut to the epochs left, where the small backbone's trials would have fitted."""
+    from types import SimpleNamespace
+
+    from autotl.objective import BACKBONE, _estimated_seconds
+    from autotl.study import TRANSFERABILITY
+
+    study = optuna.create_study(direction="maximize")
+    dist = {BACKBONE: optuna.distributions.CategoricalDistribution(["small", "large"]),
+            "strategy": optuna.distributions.CategoricalDistribution(["linear_probe", "full_finetune"])}
+    study.add_trial(optuna.trial.create_trial(
+        params={BACKBONE: "small", "strategy": "full_finetune"}, distributions=dist, value=0.5,
+        intermediate_values={e: 0.5 for e in range(4)}, user_attrs={"seconds": 40.0}))  # 10 s per epoch
+    params = {BACKBONE: "large", "strategy": "full_finetune", "full_finetune.epochs": 3}
+    trial = SimpleNamespace(study=study, user_attrs={})
+    assert _estimated_seconds(trial, "full_finetune", params) is None  # no forward-pass times: no scale
+    study.set_user_attr(TRANSFERABILITY, [{"backbone": "large", "seconds": 14.0},
+                                          {"backbone": "small", "seconds": 2.0}])
+    assert _estimated_seconds(trial, "full_finetune", params) == pytest.approx(3 * 10.0 * 7.0)
+    # the small backbone's own estimate is unchanged: its own trials
+    assert _estimated_seconds(trial, "full_finetune", {**params, BACKBONE: "small"}) == pytest.approx(30.0)
