@@ -146,6 +146,9 @@ def _transfer_of_a_shared_backbone(a: dict, b: dict) -> tuple[dict, dict]:
     mine, theirs = a.get("probes"), b.get("probes")
     if not isinstance(mine, dict) or not isinstance(theirs, dict):
         return a, b
+    # a record is data from a file: keep only well-formed per-backbone entries
+    mine, theirs = ({name: {k: v[k] for k in TRANSFER_KEYS if isinstance(v.get(k), (int, float))}
+                     for name, v in side.items() if isinstance(v, dict)} for side in (mine, theirs))
     both = next((name for name in mine if name in theirs), None)
     if both is None:
         return ({k: v for k, v in a.items() if k not in TRANSFER_KEYS},

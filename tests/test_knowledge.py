@@ -52,6 +52,7 @@ def test_probe_scores_are_compared_only_between_the_same_backbones():
     assert distance(mpnet_only, both) == 0.0  # mpnet's 0.9 against mpnet's 0.9, not MiniLM's 0.6
     assert distance(both, {**meta(probe=0.7), "probes": probes(minilm=0.7)}) == pytest.approx(1.0)
     assert distance(meta(probe=0.9), meta(probe=0.6)) == pytest.approx(3.0)  # older metas: the headline
+    assert distance(mpnet_only, {**meta(probe=0.6), "probes": {"mpnet": "junk"}}) == 0.0  # malformed: not shared
     # a record from before per-backbone metas is read through its ranking
     old = {"id": "old", "data": {"name": "o"}, "meta": meta(probe=0.6),
            "trials": [{"params": FT, "state": "complete", "value": 0.9}],
