@@ -114,8 +114,7 @@ def meta_features(target, setup, transferability: dict | None = None) -> dict:
         first = transferability.get(setup.backbone) or next(iter(transferability.values()))
         features["probe"], features["logme"] = float(first["probe"]), float(first["logme"])
         # each backbone's own: a probe score is only comparable with the same backbone's
-        features["probes"] = {name: {"probe": float(t["probe"]), "logme": float(t["logme"])}
-                              for name, t in transferability.items()}
+        features["probes"] = _probes(transferability.items())
     return features
 
 
@@ -163,9 +162,14 @@ def _meta_of(record: dict) -> dict:
     ranking = record.get("transferability") or []
     if "probes" in meta or not ranking:
         return meta
-    probes = {t["backbone"]: {"probe": float(t["probe"]), "logme": float(t["logme"])}
-              for t in ranking if isinstance(t, dict) and {"backbone", "probe", "logme"} <= set(t)}
+    probes = _probes((t["backbone"], t) for t in ranking
+                     if isinstance(t, dict) and {"backbone", *TRANSFER_KEYS} <= set(t))
     return {**meta, "probes": probes} if probes else meta
+
+
+def _probes(pairs) -> dict:
+    """(backbone, its transferability) pairs -> backbone -> its probe score and LogME."""
+    return {name: {k: float(t[k]) for k in TRANSFER_KEYS} for name, t in pairs}
 
 
 def nearest(records: list[dict], meta: dict, *, k: int = NEIGHBOURS, exclude_data: str | None = None,
