@@ -14,6 +14,7 @@ import autotl
 from autotl import knowledge
 from autotl.knowledge import Neighbour, distance, nearest, warm_start
 from autotl.plugins import Registry
+from autotl.space import SpaceRecorder
 
 
 def meta(rows=300, classes=2, regression=0.0, imbalance=1.0, probe=0.8):
@@ -228,21 +229,25 @@ def test_knowledge_list_never_prints_the_urls_password(monkeypatch, capsys):
     assert "s3cret" not in out and "recorded in postgresql://team:***@db.example/autotl" in out, out
 
 
-class _Bounds:
-    """A stand-in trial answering with a configuration's values and noting each range."""
+class _Bounds(SpaceRecorder):
+    """autotl's stand-in trial, answering with a configuration's values, that also keeps a
+    check of each range (`seen`: param -> is this value inside it?)."""
 
     def __init__(self, params):
-        self.params, self.seen = params, {}
+        super().__init__(params)
+        self.seen = {}
 
-    def suggest_float(self, name, low, high, *, step=None, log=False):
+    def suggest_float(self, name, low, high, **kw):
         self.seen[name] = lambda value: low <= value <= high
-        return self.params.get(name, low)
+        return super().suggest_float(name, low, high, **kw)
 
-    suggest_int = suggest_float
+    def suggest_int(self, name, low, high, **kw):
+        self.seen[name] = lambda value: low <= value <= high
+        return super().suggest_int(name, low, high, **kw)
 
     def suggest_categorical(self, name, choices):
         self.seen[name] = lambda value: value in choices
-        return self.params.get(name, choices[0])
+        return super().suggest_categorical(name, choices)
 
 
 def test_the_shipped_starter_knowledge_is_well_formed_and_warm_starts_a_search_like_its_own(monkeypatch):
