@@ -227,14 +227,13 @@ def work(*, storage: str, study_name: str = "autotl", data=None, device: str = "
     from .objective import WORKER_ID
     from .runner import work as run_trials
     from .storage import open_storage
-    from .study import check_identity, load_config, load_study
+    from .study import check_identity, join_study
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    study = load_study(open_storage(storage, None), study_name)
-    config = load_config(study)
+    study, config = join_study(open_storage(storage, None), study_name)
     data_path = str(data) if data is not None else config.data
     if not Path(data_path).is_file():
         raise DataError(f"the study's data {data_path} is not on this machine; pass --data with a copy of it")

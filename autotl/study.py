@@ -168,6 +168,33 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return PRUNERS[name]()
 
 
+def make_sampler(seed: int | None, first_trials: int) -> optuna.samplers.TPESampler:
+    """TPE over the conditional space: multivariate and grouped (each strategy's parameters
+    modelled together), starting to model only after the enqueued first trials."""
+    with warnings.catch_warnings():  # `group` is "experimental" but is what conditional spaces need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          n_startup_trials=max(5, first_trials))
+
+
+def join_study(storage, study_name: str) -> tuple[optuna.Study, "RunConfig"]:
+    """A study started by `autotl search`, for a worker: with the sampler and pruner the
+    search recorded, and its RunConfig. (optuna.load_study alone gives Optuna's defaults:
+    a MedianPruner comparing every family's epochs with each other's, whatever --pruner
+    said, and TPE neither multivariate nor grouped; seen in CI as a trial pruned under
+    `--pruner none --trials-per-device 2`.)
+
+    The sampler is not seeded with the search's seed: workers drawing from one history
+    with one seed would propose the same configuration at the same time."""
+    study = load_study(storage, study_name)
+    config = load_config(study)
+    first = sum(PRIOR_RANK in t.user_attrs and REQUEUED_FROM not in t.user_attrs
+                for t in study.get_trials(deepcopy=False))  # the enqueued first trials
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(None, first),
+                              pruner=make_pruner(config.pruner))
+    return study, config
+
+
 def create_or_resume(*, storage, study_name: str, identity: dict, maximize: bool, seed: int,
                      portfolio, pruner: str = DEFAULT_PRUNER,
                      costs: dict[str, float] | None = None) -> optuna.Study:
@@ -182,11 +209,8 @@ def create_or_resume(*, storage, study_name: str, identity: dict, maximize: bool
         existing = set(optuna.get_all_study_names(storage))
         portfolio = portfolio() if study_name not in existing else []
 
-    with warnings.catch_warnings():  # `group` is "experimental" but is what conditional spaces need
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                             n_startup_trials=max(5, len(portfolio)))
-    study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
+    study = optuna.create_study(storage=storage, study_name=study_name,
+                                sampler=make_sampler(seed, first_trials=len(portfolio)),
                                 pruner=make_pruner(pruner),
                                 direction="maximize" if maximize else "minimize",
                                 load_if_exists=True)

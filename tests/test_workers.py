@@ -212,3 +212,32 @@ def test_memory_returns_to_its_baseline_between_trials(tiny_csv, tmp_path, monke
     assert len(after_trial) == 6
     baseline = after_trial[1]  # after the first trials: allocator pools and caches are warm
     assert max(after_trial[2:]) - baseline < 40, after_trial
+
+
+@pytest.mark.parametrize("pruner, kind", [("none", optuna.pruners.NopPruner), ("halving", None)])
+def test_a_worker_prunes_and_samples_as_the_search_recorded(tiny_csv, tiny_model_dir, tmp_path, monkeypatch,
+                                                            pruner, kind):
+    """Optuna's load_study gives its defaults (a MedianPruner over every family, TPE neither
+    multivariate nor grouped): a worker must run the study with the search's own. (Seen in CI:
+    `--pruner none --trials-per-device 2` pruned a trial after epoch 2.)"""
+    from autotl import runner
+    from autotl.study import FamilyHalvingPruner
+
+    kind = kind or FamilyHalvingPruner
+    run = tmp_path / "run"
+    autotl.search(tiny_csv, model=tiny_model_dir, out=run, n_trials=1, strategies=STRATEGIES, progress=False,
+                  pruner=pruner)
+    study = _study(run)
+    study.set_user_attr("autotl_run", {**study.user_attrs["autotl_run"], "n_trials": 2})
+    seen = {}
+
+    def capture(joined, *args, **kwargs):
+        seen["study"] = joined
+        return False
+
+    monkeypatch.setattr(runner, "work", capture)
+    autotl.work(storage=str(run / "study.journal"), device="cpu")
+    joined = seen["study"]
+    assert type(joined.pruner) is kind
+    assert isinstance(joined.sampler, optuna.samplers.TPESampler)
+    assert joined.sampler._multivariate and joined.sampler._group
