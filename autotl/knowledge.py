@@ -200,7 +200,9 @@ def warm_start(neighbours: list[Neighbour], strategies: dict, poolings: tuple[st
     """First trials learned from `neighbours`: each one's best configurations (scores
     normalised within its own search, so datasets of different difficulty weigh alike),
     weighted by similarity, best first; only configurations this search can run (its
-    strategies, heads and backbones); at most `limit`."""
+    strategies, heads and backbones); at most `limit`. With several `backbones`, a
+    configuration from a past several-backbone search keeps its backbone (that search's
+    choice); one from a single-backbone search carries none (sources.first_trials spreads it)."""
     from .objective import BACKBONE, POOLING, STRATEGY
 
     votes: dict[str, float] = {}
@@ -224,8 +226,10 @@ def warm_start(neighbours: list[Neighbour], strategies: dict, poolings: tuple[st
                 continue
             if backbones is None or len(backbones) == 1:
                 params.pop(BACKBONE, None)  # a configuration learned on any backbone, run on ours
-            elif params.get(BACKBONE) not in backbones:
-                continue
+            elif BACKBONE in params and params[BACKBONE] not in backbones:
+                continue  # won on a backbone this search does not have
+            # (A past search that compared backbones keeps its choice; one that had a single
+            # backbone chose none, and its configuration goes to every backbone in contention.)
             key = json.dumps(params, sort_keys=True, default=str)
             score = 1.0 if high == low else (sign * t["value"] - low) / (high - low)
             votes[key] = votes.get(key, 0.0) + n.similarity / total * score
@@ -260,7 +264,8 @@ def learn(config, target, setup, ranking) -> tuple[list[dict], dict]:
         log.warning("knowledge base %s is unreadable (%s); this search starts without the past ones and is "
                     "not recorded there", mask(config.knowledge or default_location()), mask(first_line(exc)))
     neighbours = nearest(past + starter_records(), meta)
-    learned = warm_start(neighbours, setup.strategies, setup.poolings, limit=LEARNED)
+    several = setup.backbone_names() if len(setup.backbone_names()) > 1 else None
+    learned = warm_start(neighbours, setup.strategies, setup.poolings, limit=LEARNED, backbones=several)
     if learned:
         log.info("warm start: %d first configurations learned from %s", len(learned), describe(neighbours))
     elif neighbours:

@@ -95,12 +95,21 @@ def in_contention(ranked: list[Transferability], *, maximize: bool = True) -> li
 def first_trials(ranked: list[Transferability], portfolio: list[dict], *, maximize: bool = True) -> list[dict]:
     """The first trials of a several-backbone search: `portfolio` (one backbone's learned
     first trials) for each backbone not hopeless, round-robin among those in contention
-    (cheapest forward pass first), then the rest's in rank order."""
+    (cheapest forward pass first), then the rest's in rank order. A portfolio entry that
+    names its backbone already (a warm start's choice, learned from a past several-backbone
+    search) keeps it and comes first, unless that backbone is hopeless here."""
     contending = in_contention(ranked, maximize=maximize)
     seconds = {s.backbone: s.seconds for s in ranked}
     contending.sort(key=lambda name: seconds[name])  # stable: equal costs keep the rank order
-    trials = [{BACKBONE: name, **params} for params in portfolio for name in contending]
+    runnable = {s.backbone for s in ranked if not s.hopeless}
+    trials = [dict(p) for p in portfolio if p.get(BACKBONE) in runnable]
+    spread = [p for p in portfolio if BACKBONE not in p]
+    trials += [{BACKBONE: name, **params} for params in spread for name in contending]
     for s in ranked:
         if not s.hopeless and s.backbone not in contending:
-            trials += [{BACKBONE: s.backbone, **params} for params in portfolio]
-    return trials
+            trials += [{BACKBONE: s.backbone, **params} for params in spread]
+    unique = []
+    for t in trials:  # a learned choice also in the spread portfolio runs once, at its first place
+        if t not in unique:
+            unique.append(t)
+    return unique

@@ -90,6 +90,20 @@ def test_a_warm_start_weighs_each_searchs_best_configurations_by_similarity():
     assert warm_start([close], Registry().select(["linear_probe", "llrd"]), ("mean",), limit=5) == [LP]
 
 
+def test_a_several_backbone_warm_start_keeps_a_past_backbone_choice_and_spreads_the_rest():
+    from autotl.objective import BACKBONE
+
+    strategies = Registry().select(["full_finetune", "linear_probe", "llrd"])
+    compared = Neighbour(record("x", "x", meta(), [({**LLRD, BACKBONE: "big"}, 0.9), ({**FT, BACKBONE: "gone"}, 0.95),
+                                                   ({**LP, BACKBONE: "small"}, 0.5)]), 0.9)
+    single = Neighbour(record("y", "y", meta(), [(FT, 0.8)]), 0.5)
+    learned = warm_start([compared, single], strategies, ("standard", "mean"), limit=5, backbones=("small", "big"))
+    # a backbone this search lacks drops its configuration; a single-backbone search's carries none
+    assert learned == [{**LLRD, BACKBONE: "big"}, FT, {**LP, BACKBONE: "small"}]
+    # one backbone: every configuration runs on it
+    assert warm_start([compared], strategies, ("standard", "mean"), limit=5) == [FT, LLRD, LP]
+
+
 def test_a_warm_start_of_a_lower_is_better_metric():
     strategies = Registry().select(["full_finetune", "linear_probe"])
     past = Neighbour(record("x", "x", meta(), [(FT, 0.30), (LP, 0.10)], maximize=False), 1.0)

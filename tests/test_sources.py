@@ -111,6 +111,18 @@ def test_first_trials_interleave_backbones_in_contention_and_give_the_hopeless_n
     assert [p[BACKBONE] for p in first_trials(ranked, portfolio)] == ["small", "big", "small", "big"]
 
 
+def test_first_trials_put_a_learned_backbone_choice_first_unless_hopeless_here():
+    from autotl.sources import first_trials
+
+    ranked = [t("a", 0.90, seconds=10.0), t("b", 0.89, seconds=1.0), t("d", 0.50, hopeless=True)]
+    portfolio = [{BACKBONE: "a", "strategy": "q"}, {BACKBONE: "d", "strategy": "p"}, {"strategy": "p"},
+                 {"strategy": "q"}]
+    assert first_trials(ranked, portfolio) == [
+        {BACKBONE: "a", "strategy": "q"},  # learned: first, before the cheaper backbone's
+        {BACKBONE: "b", "strategy": "p"}, {BACKBONE: "a", "strategy": "p"},
+        {BACKBONE: "b", "strategy": "q"}]  # (a, q) ran first: not again
+
+
 def test_the_sampler_is_offered_the_backbones_not_hopeless(tmp_path):
     import optuna
 
