@@ -71,6 +71,31 @@ def test_when_the_second_backbone_wins_it_is_exported_with_its_own_width_and_tok
     assert len(predicted) == 20
 
 
+def test_a_past_several_backbone_search_s_backbone_choice_starts_the_next_one(tiny_csv, two_backbones, tmp_path):
+    from autotl import knowledge
+
+    narrow, wide = two_backbones
+    base = str(tmp_path / "kb.journal")
+    kw = dict(model=f"{narrow},{wide}", n_trials=2, strategies=["linear_probe", "full_finetune"], progress=False,
+              rescore=0, knowledge=base)
+    autotl.search(tiny_csv, out=tmp_path / "one", **kw)
+    store = knowledge.open_knowledge(base)
+    (rec,) = knowledge.records(store)
+    # Make the past search's choice the narrow backbone's full fine-tune, whatever it measured:
+    # the one ranked second here (the wide one's probe is better; forward passes tie at 0 s),
+    # whose trials would otherwise come after the wide one's.
+    for t in rec["trials"]:
+        won = t["params"].get(BACKBONE) == narrow and t["params"]["strategy"] == "full_finetune"
+        t["value"], t["state"] = (1.0, "complete") if won else (0.1, "complete")
+    chosen = next(t["params"] for t in rec["trials"] if t["value"] == 1.0)
+    knowledge.forget(store, rec["id"])
+    knowledge.save(store, rec)
+    second = autotl.search(tiny_csv, out=tmp_path / "two", **kw)
+    trial0 = next(r for r in second.leaderboard if r["trial"] == 0)
+    assert (trial0["backbone"], trial0["strategy"]) == (narrow, "full_finetune")
+    assert trial0["params"] == {k: v for k, v in chosen.items() if k not in (BACKBONE, "strategy", "head.pooling")}
+
+
 def test_the_ranking_is_recorded_and_each_backbone_has_its_own_rows_and_caches(tiny_csv, two_backbones, tmp_path):
     from autotl.api import prepare
     from autotl.budget import Budget
