@@ -147,10 +147,22 @@ def prepare(config, *, device: str, budget, progress: bool, test=None, data=None
                      metric=chosen_metric.name, strategies=selected, heads=poolings)
     profile = {"class_balance": balance, "lengths": lengths,
                **({"text_pair": list(target.text_pair)} if target.text_pair else {}),
-               **({"unlabeled": {"found": target.unlabeled_found, "used": len(target.unlabeled)}}
-                  if target.unlabeled_found else {})}
+               **({"unlabeled": _unlabeled_profile(target, selected)} if target.unlabeled_found else {})}
     return Prepared(target, backbones[0], load_tokenizer(backbones[0].path), setup, ident, tuple(backbones),
                     config=config, profile=profile)
+
+
+def _unlabeled_profile(target, strategies) -> dict:
+    """How many unlabeled rows were found and kept, and which searched strategies read them
+    (a strategy says so with `reads_unlabeled`); one log line, a warning when none does."""
+    readers = [name for name, reg in strategies.items() if getattr(reg.strategy, "reads_unlabeled", False)]
+    if readers:
+        log.info("unlabeled rows: %d kept, read by %s", len(target.unlabeled), ", ".join(readers))
+    else:
+        log.warning("%d unlabeled rows found, but no strategy searched reads them (tapt, self_training and "
+                    "probe_self_training do; name them with --strategies, or leave --strategies out)",
+                    target.unlabeled_found)
+    return {"found": target.unlabeled_found, "kept": len(target.unlabeled), "readers": readers}
 
 
 def _multitask_config(config, target):

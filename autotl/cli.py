@@ -270,6 +270,8 @@ def _summary(result) -> str:
             lines.append(f"margin over the baseline recipe (trial {base['trial']}): {base['margin']:+.4f} ± "
                          f"{base['se']:.4f} ({result.metric}, paired on {base['rows']} validation rows)"
                          f"{baseline_caveat(base)}")
+    if result.unlabeled:
+        lines.append(f"unlabeled rows: {result.unlabeled}")
     if result.test_scores:
         lines.append("test: " + ", ".join(f"{k}={v:.4f}" for k, v in result.test_scores["metrics"].items()))
     return "\n".join(lines)

@@ -416,6 +416,6 @@ def _log_summary(name, tcols, lcol, text_inferred, label_inferred, task, label_n
     rows = f"{len(train.texts) + len(val.texts) + n_test} rows ({len(train.texts)} train, " \
         f"{len(val.texts)} val" + (f", {n_test} test)" if test is not None else ")")
     if unlabeled[0]:  # (found, used)
-        rows += f"; {unlabeled[0]} unlabeled rows found, {unlabeled[1]} used"
+        rows += f"; {unlabeled[0]} unlabeled rows found, {unlabeled[1]} kept"
     log.info("%s: %s, label column '%s'%s; %s; %s",
              name, pairs.describe(tcols, text_inferred), lcol, " (inferred)" * label_inferred, kind, rows)

@@ -84,7 +84,7 @@ def render(study, rows: list[dict], info: dict | None, run_dir: Path, metric: st
              f'<p class="meta">Study <b>{escape(study.study_name)}</b>, validation {escape(metric)} '
              f"({'higher' if maximize else 'lower'} is better); trials: {counts}. Written {when}; "
              f"<code>autotl report {escape(str(run_dir))}</code> writes it again.</p>",
-             _summary(rows, done, info, metric), _baseline(study, metric), _data(study), _leaderboard(rows, metric)]
+             _summary(rows, done, info, metric), _baseline(study, metric), _data(study, rows), _leaderboard(rows, metric)]
     if done:
         parts += [_pareto(done, metric, maximize), _curves(study, rows, metric), _importances(study),
                   _test(info, run_dir)]
@@ -96,12 +96,12 @@ def render(study, rows: list[dict], info: dict | None, run_dir: Path, metric: st
             f"<body><main>\n{body}\n</main></body></html>\n")
 
 
-def _data(study) -> str:
-    """Class balance and token lengths of the training texts (report.data_lines)."""
+def _data(study, rows: list[dict]) -> str:
+    """Class balance, token lengths and unlabeled rows of the training data (report.data_lines)."""
     from .report import data_lines
     from .study import DATA_PROFILE
 
-    lines = data_lines(study.user_attrs.get(DATA_PROFILE))
+    lines = data_lines(study.user_attrs.get(DATA_PROFILE), rows)
     if not lines:
         return ""
     return _section("data", "Data", "<ul>" + "".join(f"<li>{escape(line.lstrip('- '))}</li>" for line in lines) + "</ul>")

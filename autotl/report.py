@@ -154,7 +154,7 @@ def write_report(rows: list[dict], info: dict | None, run_dir: Path, metric: str
         if test:
             lines += [f"**Test set** ({test['rows']} rows, scored once for this model): "
                       + ", ".join(f"{k} {v:.4f}" for k, v in test["metrics"].items()), ""]
-        data = data_lines(profile)
+        data = data_lines(profile, rows)
         if data:
             lines += ["**Data**", "", *data, ""]
         lines += _cost_table(rows, done, win, metric)
@@ -214,7 +214,7 @@ def backbone_lines(ranking: list[dict] | None, done: list[dict], metric: str) ->
     return lines + [""]
 
 
-def data_lines(profile: dict | None) -> list[str]:
+def data_lines(profile: dict | None, rows: list[dict] | None = None) -> list[str]:
     """Markdown bullets: the class balance, the text pair (if one), the training texts' token
     lengths and the unlabeled rows (if any)."""
     from .balance import IMBALANCE_RATIO, describe, is_imbalanced
@@ -234,12 +234,31 @@ def data_lines(profile: dict | None) -> list[str]:
     if found:
         lines.append(f"- text length in tokens (training rows): {lengths(found)}; 90th percentile {found.get('p90')}, "
                      f"99th {found.get('p99')}; the model takes at most {found.get('model_limit')}")
-    unlabeled = (profile or {}).get("unlabeled")
-    if unlabeled:
-        capped = " (a random sample: at most that many are kept)" if unlabeled["used"] < unlabeled["found"] else ""
-        lines.append(f"- unlabeled rows (texts without a label): {unlabeled['found']} found, {unlabeled['used']} "
-                     f"used{capped} by the strategies that learn from them (tapt, self_training)")
+    note = unlabeled_note(profile, rows)
+    if note:
+        lines.append(f"- unlabeled rows (texts without a label): {note}")
     return lines
+
+
+def unlabeled_note(profile: dict | None, rows: list[dict] | None = None) -> str | None:
+    """How many unlabeled rows were found and kept, and how many trials (`rows`: the
+    leaderboard) of which strategies read them; None when there were none."""
+    unlabeled = (profile or {}).get("unlabeled")
+    if not unlabeled:
+        return None
+    kept = unlabeled.get("kept", unlabeled.get("used"))  # "used": what profiles recorded before "kept"
+    capped = " (a random sample: at most that many are kept)" if kept < unlabeled["found"] else ""
+    note = f"{unlabeled['found']} found, {kept} kept{capped}"
+    readers = unlabeled.get("readers")
+    if readers is None or rows is None:  # an older profile, or no trials to count
+        return note
+    if not readers:
+        return note + "; not used: no strategy searched reads them"
+    ran = [r["strategy"] for r in rows if r["strategy"] in readers and r["state"] in ("complete", "pruned")]
+    if not ran:
+        return note + f"; not used: no trial of {', '.join(readers)} ran"
+    counts = ", ".join(f"{name} {ran.count(name)}" for name in readers if name in ran)
+    return note + f"; read by {len(ran)} trial(s) ({counts})"
 
 
 def knowledge_lines(knowledge: dict | None) -> list[str]:

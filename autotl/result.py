@@ -21,3 +21,4 @@ class SearchResult:
     chosen: int | None = None  # trial number of the chosen configuration
     decision: dict | None = field(default=None, repr=False)  # how it was chosen (finalists, rule, baseline margin)
     final: dict | None = field(default=None, repr=False)  # best/autotl.json (soup, refit, scores)
+    unlabeled: str | None = None  # the unlabeled rows found, kept and read by trials (report.unlabeled_note)

@@ -18,7 +18,7 @@ from .export import clean_leftovers, restore_best, save_best, write_card_safely
 from .final import final_model, final_seconds, holds, info_for, read_info, score_test
 from .knowledge import KNOWLEDGE_ATTR, learn, record_search
 from .objective import POOLING, SKIPPED, STRATEGY, UPLOAD_ERROR, Objective, compact, tokenizer_of
-from .report import leaderboard, write_leaderboard, write_report
+from .report import leaderboard, unlabeled_note, write_leaderboard, write_report
 from .result import SearchResult
 from .train import release_memory
 
@@ -129,7 +129,8 @@ def run_study(config, prepared, *, budget, slots=None) -> SearchResult:
                         best_score=chosen.value if chosen else None, metric=setup.fit.metric.name,
                         test_scores=((info or {}).get("scores") or {}).get("test"),
                         leaderboard=rows, interrupted=interrupted, chosen=chosen.number if chosen else None,
-                        decision=decision, final=info)
+                        decision=decision, final=info,
+                        unlabeled=unlabeled_note(study.user_attrs.get(studies.DATA_PROFILE), rows))
 
 
 OWNER = "autotl-study.json"  # which study (and data) a run directory's outputs belong to

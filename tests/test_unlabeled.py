@@ -75,7 +75,7 @@ def test_rows_with_an_empty_label_become_unlabeled_rows(tmp_path, caplog):
     assert data.unlabeled == tuple(t for t, _ in blank_labels(5)) and data.unlabeled_found == 5
     assert len(data.train.texts) + len(data.val.texts) == 20 and data.dropped_rows == 1
     assert f"{tmp_path / 'data.csv'}: dropped 1 of 26 rows with missing text" in caplog.text
-    assert "; 5 unlabeled rows found, 5 used" in caplog.text
+    assert "; 5 unlabeled rows found, 5 kept" in caplog.text
     # the unlabeled texts are part of what workers must agree on; labelled-only data keeps its fingerprint
     alone = load_data(write_csv(tmp_path / "labelled.csv", sentiment_rows(20)))
     assert alone.fingerprint != data.fingerprint and alone.unlabeled == ()
@@ -94,7 +94,7 @@ def test_an_unlabeled_file_adds_its_texts_and_a_cap_keeps_a_sample(tmp_path, mon
         capped = load_data(data, unlabeled=unlabeled)
     assert (capped.unlabeled_found, len(capped.unlabeled)) == (10, 6)
     assert set(capped.unlabeled) < set(everything.unlabeled)
-    assert "; 10 unlabeled rows found, 6 used" in caplog.text
+    assert "; 10 unlabeled rows found, 6 kept" in caplog.text
     assert "10 unlabeled rows: a random 6 of them are used (at most 6" in caplog.text
 
 
@@ -143,7 +143,8 @@ def test_unlabeled_rows_reach_both_strategies_and_validation_rows_never_do(tmp_p
     prepared = setup_with_unlabeled(tmp_path, tiny_model_dir)
     setup = prepared.setup
     assert list(setup.strategies) == list(BOTH)
-    assert len(setup.unlabeled) == 10 and prepared.profile["unlabeled"] == {"found": 10, "used": 10}
+    assert len(setup.unlabeled) == 10 and prepared.profile["unlabeled"] == {"found": 10, "kept": 10,
+                                                                                "readers": list(BOTH)}
     run_params(setup, params("tapt", mlm_steps=100))
     (corpus, setting), = mlm_runs
     assert corpus == setup.train.ids + setup.unlabeled.ids and setting.steps == 100
@@ -356,8 +357,25 @@ def test_a_search_with_unlabeled_rows_runs_both_and_reports_them(capsys, tmp_pat
     assert code == 0, err
     board = json.loads((run / "leaderboard.json").read_text())
     assert {r["strategy"] for r in board if r["state"] == "complete"} == set(BOTH), board
-    assert "unlabeled rows (texts without a label): 10 found, 10 used" in (run / "report.md").read_text()
+    ran = sorted(r["strategy"] for r in board if r["strategy"] in BOTH)
+    note = f"10 found, 10 kept; read by 2 trial(s) ({', '.join(f'{n} {ran.count(n)}' for n in BOTH if n in ran)})"
+    assert f"unlabeled rows (texts without a label): {note}" in (run / "report.md").read_text()
+    assert f"unlabeled rows: {note}" in out  # the summary printed at the end
     assert any((p / "config.json").is_file() for p in (run / "tapt").iterdir())
+
+
+def test_unlabeled_rows_no_searched_strategy_reads_are_said_to_be_unused(capsys, tmp_path, tiny_model_dir, caplog):
+    from autotl.cli import main
+
+    data = write_csv(tmp_path / "data.csv", sentiment_rows(40) + blank_labels(4))
+    run = tmp_path / "run"
+    code = main(["search", data, "--model", tiny_model_dir, "--out", str(run), "--no-progress",
+                 "--strategies", "linear_probe", "--n-trials", "1", "--rescore", "0", "--no-soup", "--no-refit"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "unlabeled rows: 4 found, 4 kept; not used: no strategy searched reads them" in out
+    assert "4 found, 4 kept; not used" in (run / "report.md").read_text()
+    assert "no strategy searched reads them (tapt, self_training and probe_self_training do" in caplog.text
 
 
 @pytest.mark.parametrize("case", ["missing file", "no text column", "tapt without unlabeled rows"])

@@ -64,6 +64,7 @@ def _pseudo_labelled(model, context, *, threshold: float, weight: float, frozen_
 
 class TAPT(TrainedStrategy):
     name = "tapt"
+    reads_unlabeled = True  # the report counts the trials that read the unlabeled rows (report.unlabeled_note)
     description = ("task-adaptive pretraining: masked-LM training on the training + unlabeled texts, then every "
                    "weight fine-tunes (Gururangan et al. 2020)")
     space = TrainingSpace(lr=(1e-5, 1.5e-4), epochs=(2, 10))
@@ -90,6 +91,7 @@ class _PseudoLabelling(TrainedStrategy):
     parameters, and the start of each student stage."""
 
     frozen_encoder = False  # True: the encoder never trains, so pseudo-labels come from cached features
+    reads_unlabeled = True
 
     def unsupported(self, data) -> str | None:
         if data.task.value != "classification":
