@@ -309,6 +309,14 @@ def load(run, device: str = "cpu"):
     return load_model(run, resolve_device(device))
 
 
+def task_outputs(outputs, info: dict) -> dict:
+    """A multi-task model's outputs split per task: {task: logits (classification) or values
+    (regression)}; `outputs` are the model's from `load`, `info` its info."""
+    from .multitask import task_outputs as split
+
+    return split(outputs, info)
+
+
 def predict(run, data, *, text_col: str | None = None, encoding: str = "utf-8",
             device: str = "auto", batch_size: int = 64, onnx: bool = False):
     """Labels (and class probabilities) for the rows of `data` (a CSV or JSON lines path,

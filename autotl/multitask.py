@@ -305,6 +305,22 @@ def held_out_metrics(targets: np.ndarray, predicted: np.ndarray, tasks: Sequence
     return scores
 
 
+def task_outputs(outputs, info: dict) -> dict:
+    """A multi-task model's outputs (autotl.load's model called on a batch: one matrix, the
+    tasks' columns side by side) split per task, by name: a classification task's logits
+    (rows x classes, in `info`'s label order), a regression task's values (rows). `info`
+    is what autotl.load returned with the model. Works on tensors and numpy arrays."""
+    tasks = [TaskSpec.from_json(d) for d in (info.get("data") or {}).get("tasks") or ()]
+    if not tasks:
+        raise UsageError("this model has one task; task_outputs splits a multi-task model's outputs "
+                         "(a search with --label-col a,b)")
+    if outputs.shape[-1] != sum(t.width for t in tasks):
+        raise UsageError(f"outputs have {outputs.shape[-1]} columns but the model's tasks need "
+                         f"{sum(t.width for t in tasks)}; pass the outputs of the model loaded with this info")
+    return {t.name: outputs[:, where][:, 0] if t.kind == "regression" else outputs[:, where]
+            for t, where in zip(tasks, _slices(tasks))}
+
+
 def prediction_columns(outputs: np.ndarray, tasks_json: Sequence[dict]) -> dict:
     """predict's columns: each task's prediction under its own name, and for a classification
     task one ``prob_<task>_<label>`` column per class."""

@@ -115,8 +115,21 @@ def test_a_tiny_search_predicts_every_task_and_loads(capsys, tmp_path, tiny_mode
     frame = pd.read_csv(preds)
     assert set(frame["sentiment"]) <= {"neg", "pos"} and frame["score"].dtype.kind == "f"
     assert np.allclose(frame["prob_sentiment_neg"] + frame["prob_sentiment_pos"], 1.0, atol=1e-5)
-    model, _, loaded = autotl.load(run / "best", device="cpu")
+    model, tokenizer, loaded = autotl.load(run / "best", device="cpu")
     assert len(model.head_.heads) == 2 and loaded["data"]["tasks"][1]["task"] == "regression"
+    # the loaded model's own outputs, split per task, are what predict wrote
+    texts = pd.read_csv(test)["text"].tolist()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    import torch
+
+    with torch.no_grad():
+        split = autotl.task_outputs(model(batch["input_ids"], batch["attention_mask"]), loaded)
+    assert set(split) == {"sentiment", "score"} and split["sentiment"].shape == (len(texts), 2)
+    labels = loaded["data"]["tasks"][0]["label_names"]
+    assert [labels[i] for i in split["sentiment"].argmax(dim=1).tolist()] == frame["sentiment"].tolist()
+    assert np.allclose(split["score"].numpy(), frame["score"], atol=1e-4)
+    with pytest.raises(autotl.UsageError, match="columns"):
+        autotl.task_outputs(split["sentiment"], loaded)
 
 
 def _one_class(d):
