@@ -78,15 +78,22 @@ def gather(study, val_targets: np.ndarray) -> tuple[dict[int, np.ndarray], list[
     return targets, evidence, trials
 
 
-def fold_rows(train: Encoded, val: Encoded, fold: int, seed: int, regression: bool) -> tuple[Encoded, Encoded]:
+def fold_rows(train: Encoded, val: Encoded, fold: int, seed: int, regression: bool,
+              tasks: tuple = ()) -> tuple[Encoded, Encoded]:
     """(train, validation) rows of re-scoring fold `fold` (1..FOLDS-1): the search's
     training rows are cut into FOLDS-1 stratified parts; fold f validates on part f and
-    trains on everything else, the search's validation rows included."""
+    trains on everything else, the search's validation rows included. Multi-task (`tasks`,
+    rows x tasks targets): stratified by the first classification task, as the validation
+    split is (multitask.load); by none when every task is a regression."""
     from .multilabel import strata
 
     rng = np.random.default_rng(seed + 7919)
     parts = np.zeros(len(train), dtype=int)
-    if regression:
+    first = next((j for j, t in enumerate(tasks) if t.kind == "classification"), None)
+    if tasks and first is not None:
+        column = train.targets[:, first].astype(np.int64)
+        groups = [np.flatnonzero(column == c) for c in np.unique(column)]
+    elif regression or tasks:
         groups = [np.arange(len(train))]
     elif train.targets.ndim == 2:  # label sets: each row with its rarest label
         groups = strata(train.targets)
@@ -152,7 +159,7 @@ def _rounds_done(targets: dict) -> int:
 def _rescore(study, setup, trials, fold: int) -> None:
     """Train each trial's configuration on fold `fold` and keep its predictions there."""
     regression = setup.fit.regression
-    train, val = fold_rows(setup.train, setup.val, fold, setup.fit.seed, regression)
+    train, val = fold_rows(setup.train, setup.val, fold, setup.fit.seed, regression, setup.fit.tasks)
     key = f"{RESCORE}:{fold}:targets"
     if key not in study.user_attrs:
         study.set_user_attr(key, compact(val.targets))
@@ -163,7 +170,7 @@ def _rescore(study, setup, trials, fold: int) -> None:
         # The same rows for every backbone (the split depends on the targets and the seed
         # alone), tokenized by the trial's own backbone.
         own = setup.for_params(trial.params)
-        train, val = fold_rows(own.train, own.val, fold, own.fit.seed, regression)
+        train, val = fold_rows(own.train, own.val, fold, own.fit.seed, regression, own.fit.tasks)
         fold_setup = replace(own, train=train, val=val, fit=replace(own.fit, deadline=None))
         log.info("re-scoring %s on fold %d (%d training rows, %d validation rows)", _label(trial), fold,
                  len(train), len(val))

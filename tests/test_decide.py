@@ -150,3 +150,24 @@ def test_folds_are_disjoint_stratified_and_never_include_the_validation_rows():
         assert train.key.endswith("val")  # the search's validation rows train here
         seen.append(val.key)
     assert len(set(seen)) == decide.FOLDS - 1
+
+
+def test_multitask_folds_are_stratified_by_the_first_classification_task():
+    """A multi-task search's targets are rows x tasks (class ids beside a regression task's
+    values): its folds follow the classification task's classes, as its validation split
+    does, not the multi-label strata (which read ids and values as label counts: measured, a
+    class of 8 rows landed 1, 0, 4 and 3 times in the four folds)."""
+    from autotl.multitask import TaskSpec
+
+    rng = np.random.default_rng(0)
+    classes = np.random.default_rng(10).permutation([0] * 292 + [1] * 100 + [2] * 8)
+    targets = np.stack([classes, rng.normal(50.0, 10.0, 400)], axis=1)
+    train, val = _encoded(targets, "train"), _encoded(targets[:100], "val")
+    tasks = (TaskSpec("topic", "classification", ("a", "b", "c")), TaskSpec("score", "regression", ()))
+    for fold in range(1, decide.FOLDS):
+        _, held = decide.fold_rows(train, val, fold, seed=0, regression=False, tasks=tasks)
+        assert [int((held.targets[:, 0] == c).sum()) for c in (0, 1, 2)] == [73, 25, 2], fold
+    # every task a regression: no strata, and no crash
+    values = _encoded(targets[:, 1:], "train")
+    _, held = decide.fold_rows(values, values, 1, seed=0, regression=False, tasks=(tasks[1],))
+    assert len(held) == 100

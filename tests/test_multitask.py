@@ -158,3 +158,18 @@ BAD = {  # case -> (data and flags, what the one error line says)
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_multitask_input_is_one_error_line(capsys, no_training, tmp_path, tiny_model_dir, case):
     search_fails_with(capsys, tmp_path, tiny_model_dir, BAD[case])
+
+
+def test_a_multitask_search_re_scores_its_finalists_on_folds(tmp_path, tiny_model_dir, caplog):
+    """The default search re-scores tied finalists on cross-validation folds; a multi-task
+    search's folds are cut by its classification task (decide.fold_rows)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="autotl")
+    result = autotl.search(two_task_csv(tmp_path / "d.csv"), model=tiny_model_dir, out=tmp_path / "run",
+                           label_col="sentiment,score", strategies=["linear_probe"], n_trials=3,
+                           rescore=1, refit=False, progress=False, pruner="none")  # probes: tied on 12 rows
+    assert "re-scoring" in caplog.text and "on fold 1" in caplog.text
+    assert result.decision and result.decision.get("rounds", 1) >= 1
+    info = json.loads((result.best_model / "autotl.json").read_text())
+    assert set(info["scores"]["tasks"]) == {"sentiment", "score"}
