@@ -135,7 +135,8 @@ def load(cols: dict, source: str, names: tuple[str, ...], *, text_col, label_sep
         dropped += n
     specs = tuple(TaskSpec(s.name, s.kind, s.label_names, float(train.targets[:, j].mean()) if s.kind == "regression"
                            else 0.0) for j, s in enumerate(specs))
-    log.info("%s: text column '%s'; %d tasks: %s; %d train, %d val rows", source, tcol, len(specs),
+    log.info("%s: %s; %d tasks: %s; %d train, %d val rows", source, pairs.describe(tcols, text_col is None),
+             len(specs),
              "; ".join(f"{s.name} ({s.kind}{f', {s.width} classes' if s.kind == 'classification' else ''})"
                        for s in specs), len(train.texts), len(val_split.texts))
     return d.TargetData(task=d.Task.MULTITASK, text_col=tcol, label_col=",".join(names), label_names=(),

@@ -342,3 +342,15 @@ def test_bad_text_pairs_at_predict_time(tmp_path, tiny_model_dir, capsys):
     line = fails(capsys, ["predict", pair_model, both, "--text-col", "question,answer,text"])
     assert "got 3 names" in line, line
     assert cli(["predict", single_model, both])[0] == 0  # a single-text model reads its one column as before
+
+
+def test_a_multitask_csv_with_two_free_text_columns_says_the_pair_was_inferred(tmp_path, caplog):
+    rows = [(q, a, label, f"{i % 3 * 0.5:.1f}") for i, (q, a, label) in enumerate(pair_rows(30))]
+    path = write_csv(tmp_path / "d.csv", rows, header=("question", "answer", "verdict", "score"))
+    with caplog.at_level(logging.INFO, logger="autotl"):
+        target = load_data(path, label_col="verdict,score")
+    assert target.text_pair == ("question", "answer") and len(target.tasks) == 2
+    assert "text pair 'question' + 'answer' (inferred: two text columns); 2 tasks" in caplog.text
+    with caplog.at_level(logging.INFO, logger="autotl"):
+        load_data(path, label_col="verdict,score", text_col="question,answer")
+    assert "text pair 'question' + 'answer'; 2 tasks" in caplog.text  # named: not "inferred"
