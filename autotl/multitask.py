@@ -48,6 +48,10 @@ class TaskSpec:
     kind: str  # "classification" or "regression"
     label_names: tuple[str, ...]  # classes, index = class id; () for regression
     mean: float = 0.0  # regression: the training targets' mean (the output bias's start)
+    # regression: the training targets' variance; the task's MSE is divided by it, so that an
+    # "equal" weighting weighs the tasks alike whatever a value's units (an MSE of values
+    # around 50 would otherwise swamp a cross-entropy near 0.7)
+    scale: float = 1.0
 
     @property
     def width(self) -> int:
@@ -55,11 +59,12 @@ class TaskSpec:
         return len(self.label_names) if self.kind == "classification" else 1
 
     def as_json(self) -> dict:
-        return {"name": self.name, "task": self.kind, "label_names": list(self.label_names), "mean": self.mean}
+        return {"name": self.name, "task": self.kind, "label_names": list(self.label_names), "mean": self.mean,
+                "scale": self.scale}
 
     @classmethod
     def from_json(cls, d: dict) -> "TaskSpec":
-        return cls(d["name"], d["task"], tuple(d["label_names"]), float(d.get("mean", 0.0)))
+        return cls(d["name"], d["task"], tuple(d["label_names"]), float(d.get("mean", 0.0)), float(d.get("scale", 1.0)))
 
 
 def _slices(tasks: Sequence[TaskSpec]) -> list[slice]:
@@ -133,8 +138,8 @@ def load(cols: dict, source: str, names: tuple[str, ...], *, text_col, label_sep
     if test is not None:
         test_split, n = _extra(test, "<test DataFrame>", encoding, tcols, specs)
         dropped += n
-    specs = tuple(TaskSpec(s.name, s.kind, s.label_names, float(train.targets[:, j].mean()) if s.kind == "regression"
-                           else 0.0) for j, s in enumerate(specs))
+    specs = tuple(TaskSpec(s.name, s.kind, s.label_names, *_moments(train.targets[:, j]))
+                  if s.kind == "regression" else s for j, s in enumerate(specs))
     log.info("%s: %s; %d tasks: %s; %d train, %d val rows", source, pairs.describe(tcols, text_col is None),
              len(specs),
              "; ".join(f"{s.name} ({s.kind}{f', {s.width} classes' if s.kind == 'classification' else ''})"
@@ -143,6 +148,12 @@ def load(cols: dict, source: str, names: tuple[str, ...], *, text_col, label_sep
                         train=train, val=val_split, test=test_split, source=source,
                         fingerprint=d.data_fingerprint(d.Task.MULTITASK, tuple(s.name for s in specs), train, val_split),
                         dropped_rows=dropped, text_pair=tcols if len(tcols) == 2 else None, tasks=specs)
+
+
+def _moments(values: np.ndarray) -> tuple[float, float]:
+    """A regression task's (mean, variance) on the training rows; variance 1 when constant."""
+    variance = float(np.var(values))
+    return float(np.mean(values)), variance if variance > 1e-12 else 1.0
 
 
 def _rows(cols: dict, source: str, tcol: str, names: tuple[str, ...]):
@@ -229,14 +240,14 @@ def log_vars_of(model, weighting: str) -> torch.Tensor | None:
 # -- loss, predictions, metrics ------------------------------------------------------------------
 
 def task_losses(outputs: torch.Tensor, targets: torch.Tensor, tasks: Sequence[TaskSpec]) -> torch.Tensor:
-    """One loss per task: cross-entropy on class ids, MSE on values."""
+    """One loss per task: cross-entropy on class ids, MSE on values over their variance."""
     functional, losses = torch.nn.functional, []
     for j, (t, where) in enumerate(zip(tasks, _slices(tasks))):
         out = outputs[:, where].float()
         if t.kind == "classification":
             losses.append(functional.cross_entropy(out, targets[:, j].long()))
         else:
-            losses.append(functional.mse_loss(out[:, 0], targets[:, j].float()))
+            losses.append(functional.mse_loss(out[:, 0], targets[:, j].float()) / t.scale)
     return torch.stack(losses)
 
 

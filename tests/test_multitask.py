@@ -77,6 +77,20 @@ def test_the_loss_is_the_weighted_sum_of_the_task_losses():
     assert mt.loss(outputs, targets, tasks, s).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_a_regression_task_s_loss_is_its_mse_over_the_training_targets_variance(tmp_path):
+    outputs = torch.tensor([[2.0, -1.0, 53.0], [0.5, 1.5, 41.0]])
+    targets = torch.tensor([[0.0, 50.0], [1.0, 45.0]])
+    wide = mt.TaskSpec("score", "regression", (), mean=47.5, scale=100.0)
+    assert mt.task_losses(outputs, targets, (SENTIMENT, wide))[1].item() == pytest.approx((9.0 + 16.0) / 2 / 100.0)
+    # read from the data: the training rows' variance, kept in autotl.json's task list
+    rows = [(text, label, f"{50 + 10 * (label == 'pos') + i % 7 / 7:.3f}")
+            for i, (text, label) in enumerate(sentiment_rows(60, labels=("neg", "pos")))]
+    target = load_data(write_csv(tmp_path / "d.csv", rows, header=HEADER), label_col="sentiment,score")
+    score = target.tasks[1]
+    assert score.kind == "regression" and score.scale == pytest.approx(float(np.var(target.train.targets[:, 1])), rel=1e-5) and score.scale > 20
+    assert mt.TaskSpec.from_json(score.as_json()) == score
+
+
 def test_the_objective_is_the_mean_of_the_task_metrics_or_one_named_task():
     targets = np.array([[0, 0.0], [1, 1.0], [1, 2.0], [0, 3.0]], dtype=np.float32)
     predicted = np.array([[0, 0.0], [1, 1.0], [0, 2.0], [1, 4.0]], dtype=np.float32)  # accuracy 0.5
