@@ -110,10 +110,14 @@ def trial_setup(target, backbone, tokenizer, strategies: dict[str, Registered], 
                       key=f"{target.fingerprint}:{name}:{backbone.path}:{max_length}{cut}", truncation=truncation)
 
     regression = target.task.value == "regression"
-    unlabeled = None
-    if target.unlabeled:
-        unlabeled = encode(tokenizer, target.unlabeled, np.full(len(target.unlabeled), -1), max_length,
-                           key=f"{target.fingerprint}:unlabeled:{backbone.path}:{max_length}")
+    def enc_unlabeled(truncation=HEAD):
+        if not target.unlabeled:
+            return None
+        cut = "" if truncation == HEAD else f":{truncation}"
+        return encode(tokenizer, target.unlabeled, np.full(len(target.unlabeled), -1), max_length,
+                      key=f"{target.fingerprint}:unlabeled:{backbone.path}:{max_length}{cut}", truncation=truncation)
+
+    unlabeled = enc_unlabeled()
     train = enc(target.train, "train")
     setup = TrialSetup(
         backbone_path=backbone.path, backbone=backbone.name, strategies=strategies, poolings=poolings,
@@ -125,9 +129,11 @@ def trial_setup(target, backbone, tokenizer, strategies: dict[str, Registered], 
                         multilabel=target.task.value == "multilabel", work_dir=work_dir,
                         tasks=getattr(target, "tasks", ())),
         unlabeled=unlabeled, corpus=None if unlabeled is None else concat(train, unlabeled))
-    if head_tail:
-        setup = replace(setup, head_tail=replace(setup, train=enc(target.train, "train", HEAD_TAIL),
-                                                 val=enc(target.val, "val", HEAD_TAIL)))
+    if head_tail:  # every row a trial reads cut alike: its unlabeled rows too (pseudo-labels, tapt's corpus)
+        cut_train, cut_unlabeled = enc(target.train, "train", HEAD_TAIL), enc_unlabeled(HEAD_TAIL)
+        setup = replace(setup, head_tail=replace(
+            setup, train=cut_train, val=enc(target.val, "val", HEAD_TAIL), unlabeled=cut_unlabeled,
+            corpus=None if cut_unlabeled is None else concat(cut_train, cut_unlabeled)))
     return setup
 
 

@@ -117,6 +117,21 @@ def test_a_head_tail_trial_trains_and_predicts_on_head_tail_rows(tmp_path, tiny_
     assert all(len(ids) == 8 for ids in cut.train.ids)
 
 
+def test_a_head_tail_trial_reads_its_unlabeled_rows_cut_head_tail_too(tmp_path, tiny_model_dir):
+    from autotl.api import prepare
+    from autotl.budget import Budget
+    from autotl.config import RunConfig
+
+    extra = write_csv(tmp_path / "u.csv", [(t,) for t, _ in long_rows(10)], header=("text",))
+    config = RunConfig.build(write_csv(tmp_path / "d.csv", long_rows(60)), model=tiny_model_dir, max_length=8,
+                             out=str(tmp_path / "run"), unlabeled=extra)
+    setup = prepare(config, device="cpu", budget=Budget(None), progress=False).setup
+    cut = setup.for_params({ln.TRUNCATION: ln.HEAD_TAIL})
+    assert cut is not setup and len(cut.unlabeled) == 10
+    assert cut.unlabeled.ids != setup.unlabeled.ids and cut.unlabeled.key != setup.unlabeled.key
+    assert cut.corpus.ids == cut.train.ids + cut.unlabeled.ids  # tapt's masked-LM texts, cut alike
+
+
 def test_max_length_auto_from_the_command_line(tmp_path, tiny_model_dir, caplog):
     data = write_csv(tmp_path / "d.csv", long_rows(40))
     out, err = io.StringIO(), io.StringIO()
