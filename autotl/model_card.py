@@ -124,7 +124,9 @@ def _body(info: dict, leaderboard, dataset: str, standard: bool) -> list[str]:
                   # truncation=True: long pairs cut longest_first at the saved max length, as autotl cuts them
                   'classify({"text": "the first text", "text_pair": "the second text"}, truncation=True)' if pair
                   else 'classify("some text")', "```", ""]
-    lines += ["```python", "import autotl", "", 'model = autotl.load("path/to/best")', "```", "",
+    lines += ["```python", "import autotl", "",
+              'predictions = autotl.predict("path/to/best", "new.csv")  # a DataFrame: prediction (and probabilities)',
+              'model, tokenizer, info = autotl.load("path/to/best")  # the PyTorch model itself', "```", "",
               "or from a shell: `autotl predict path/to/run new.csv`"
               + (f" (new.csv with columns `{pair[0]}` and `{pair[1]}`)." if pair else "."), "",
               "## Limitations", "",

@@ -47,7 +47,7 @@ def test_a_mean_pooled_head_is_not_offered_to_transformers_pipeline():
     card = ModelCard(card_text(info))
     assert card.data.library_name == "autotl"
     assert card.data.base_model is None  # a local directory is no hub id
-    assert "pipeline(" not in card.text and "autotl.load" in card.text
+    assert "pipeline(" not in card.text and "model, tokenizer, info = autotl.load(" in card.text
 
 
 @pytest.mark.parametrize("name, expected", [("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"),
