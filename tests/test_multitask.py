@@ -187,3 +187,21 @@ def test_a_multitask_search_re_scores_its_finalists_on_folds(tmp_path, tiny_mode
     assert result.decision and result.decision.get("rounds", 1) >= 1
     info = json.loads((result.best_model / "autotl.json").read_text())
     assert set(info["scores"]["tasks"]) == {"sentiment", "score"}
+
+
+def test_a_search_optimizes_one_task_s_metric_when_named(capsys, tmp_path, tiny_model_dir):
+    from autotl.cli import main
+
+    run = tmp_path / "run"
+    code = main(["search", two_task_csv(tmp_path / "d.csv"), "--model", tiny_model_dir, "--out", str(run),
+                 "--no-progress", "--label-col", "sentiment,score", "--metric", "score:mae",
+                 "--strategies", "linear_probe", "--n-trials", "2", "--rescore", "0", "--no-refit", "--pruner", "none"])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    info = json.loads((run / "best" / "autotl.json").read_text())
+    assert info["metric"] == "score:mae"
+    board = json.loads((run / "leaderboard.json").read_text())
+    done = [r for r in board if r["state"] == "complete"]
+    # lower is better: the chosen trial has the smallest validation MAE of the score task
+    assert info["trial"] == min(done, key=lambda r: r["score"])["trial"]
+    assert len(done) == 2 and 0 <= info["scores"]["val"] < 0.5  # an MAE of scores in [0.1, 0.9], not an accuracy
