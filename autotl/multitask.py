@@ -130,6 +130,10 @@ def load(cols: dict, source: str, names: tuple[str, ...], *, text_col, label_sep
             if first is not None else (targets[:, 0], d.Task.REGRESSION, ())
         train_idx, val_idx = d.split_rows(by[0], by[1], by[2], val_frac, seed, source)
         train, val_split = d.take_rows(texts, targets, train_idx), d.take_rows(texts, targets, val_idx)
+        if len(train_idx) < d.MIN_TRAIN_ROWS:
+            raise DataError(f"{source}: only {len(train_idx)} rows left for training after splitting off "
+                            f"{len(val_idx)} for validation; at least {d.MIN_TRAIN_ROWS} are needed; add rows, "
+                            "lower --val-frac, or pass --val VAL.csv")
     else:
         train = d.take_rows(texts, targets, np.arange(len(texts)))
         val_split, n = _extra(val, "<val DataFrame>", encoding, tcols, specs)

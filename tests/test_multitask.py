@@ -164,6 +164,9 @@ BAD = {  # case -> (data and flags, what the one error line says)
     "the baseline recipe (the standard head) named": (
         lambda d: [two_task_csv(d / "d.csv"), "--label-col", "sentiment,score", "--strategies", "baseline"],
         "strategy 'baseline' cannot run on this data: .*one head per task"),
+    "too few training rows after the split": (
+        lambda d: [two_task_csv(d / "d.csv", n=6), "--label-col", "sentiment,score", "--val-frac", "0.5"],
+        "only 2 rows left for training after splitting off 4 for validation"),
     "the standard head": (lambda d: [two_task_csv(d / "d.csv"), "--label-col", "sentiment,score",
                                      "--standard-head"], "--standard-head cannot train several task columns"),
 }
