@@ -4,6 +4,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from conftest import write_csv
@@ -210,8 +211,12 @@ def test_memory_returns_to_its_baseline_between_trials(tiny_csv, tmp_path, monke
     autotl.search(tiny_csv, model=backbone, out=tmp_path / "run", n_trials=6, strategies=["full_finetune"],
                   progress=False, refit=False, pruner="none")
     assert len(after_trial) == 6
-    baseline = after_trial[1]  # after the first trials: allocator pools and caches are warm
-    assert max(after_trial[2:]) - baseline < 40, after_trial
+    # A leak grows the RSS by one trial's model every trial (~50 MiB); the allocator alone
+    # moves it up and down by up to ~75 MiB (seen: 571, 628, 643, 645, 591 MiB, no leak), so
+    # the test reads the trend after the first trial (allocator pools and caches warm), not a peak.
+    later = np.array(after_trial[1:])
+    slope = np.polyfit(np.arange(len(later)), later, 1)[0]
+    assert slope < 20 and later[-1] - later[0] < 60, after_trial
 
 
 @pytest.mark.parametrize("pruner, kind", [("none", optuna.pruners.NopPruner), ("halving", None)])
