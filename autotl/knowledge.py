@@ -200,9 +200,9 @@ def warm_start(neighbours: list[Neighbour], strategies: dict, poolings: tuple[st
     """First trials learned from `neighbours`: each one's best configurations (scores
     normalised within its own search, so datasets of different difficulty weigh alike),
     weighted by similarity, best first; only configurations this search can run (its
-    strategies, heads and backbones); at most `limit`. With several `backbones`, a
-    configuration from a past several-backbone search keeps its backbone (that search's
-    choice); one from a single-backbone search carries none (sources.first_trials spreads it)."""
+    strategies and heads); at most `limit`. With several `backbones`, a configuration from a
+    past several-backbone search keeps its backbone when it is one of ours (that search's
+    choice); any other carries none (sources.first_trials spreads it over our backbones)."""
     from .objective import BACKBONE, POOLING, STRATEGY
 
     votes: dict[str, float] = {}
@@ -226,10 +226,11 @@ def warm_start(neighbours: list[Neighbour], strategies: dict, poolings: tuple[st
                 continue
             if backbones is None or len(backbones) == 1:
                 params.pop(BACKBONE, None)  # a configuration learned on any backbone, run on ours
-            elif BACKBONE in params and params[BACKBONE] not in backbones:
-                continue  # won on a backbone this search does not have
-            # (A past search that compared backbones keeps its choice; one that had a single
-            # backbone chose none, and its configuration goes to every backbone in contention.)
+            elif params.get(BACKBONE) not in backbones:
+                params.pop(BACKBONE, None)  # no choice among ours: the configuration goes to each one
+            # (A past search that compared backbones keeps its choice when this search has that
+            # backbone; one that had a single backbone, or another, chose none among ours, and its
+            # configuration goes to every backbone in contention.)
             key = json.dumps(params, sort_keys=True, default=str)
             score = 1.0 if high == low else (sign * t["value"] - low) / (high - low)
             votes[key] = votes.get(key, 0.0) + n.similarity / total * score

@@ -97,14 +97,18 @@ def first_trials(ranked: list[Transferability], portfolio: list[dict], *, maximi
     first trials) for each backbone not hopeless, round-robin among those in contention
     (cheapest forward pass first), then the rest's in rank order. A portfolio entry that
     names its backbone already (a warm start's choice, learned from a past several-backbone
-    search) keeps it and comes first, unless that backbone is hopeless here."""
+    search) keeps it, at its own place in the order, unless that backbone is hopeless here."""
     contending = in_contention(ranked, maximize=maximize)
     seconds = {s.backbone: s.seconds for s in ranked}
     contending.sort(key=lambda name: seconds[name])  # stable: equal costs keep the rank order
     runnable = {s.backbone for s in ranked if not s.hopeless}
-    trials = [dict(p) for p in portfolio if p.get(BACKBONE) in runnable]
+    trials = []
+    for params in portfolio:  # in the portfolio's order (votes, the baseline's place, named strategies first)
+        if BACKBONE in params:
+            trials += [dict(params)] if params[BACKBONE] in runnable else []
+        else:
+            trials += [{BACKBONE: name, **params} for name in contending]
     spread = [p for p in portfolio if BACKBONE not in p]
-    trials += [{BACKBONE: name, **params} for params in spread for name in contending]
     for s in ranked:
         if not s.hopeless and s.backbone not in contending:
             trials += [{BACKBONE: s.backbone, **params} for params in spread]

@@ -98,8 +98,9 @@ def test_a_several_backbone_warm_start_keeps_a_past_backbone_choice_and_spreads_
                                                    ({**LP, BACKBONE: "small"}, 0.5)]), 0.9)
     single = Neighbour(record("y", "y", meta(), [(FT, 0.8)]), 0.5)
     learned = warm_start([compared, single], strategies, ("standard", "mean"), limit=5, backbones=("small", "big"))
-    # a backbone this search lacks drops its configuration; a single-backbone search's carries none
-    assert learned == [{**LLRD, BACKBONE: "big"}, FT, {**LP, BACKBONE: "small"}]
+    # a backbone this search lacks, like a single-backbone search, chose none among ours: FT is
+    # spread (its votes from both searches add up: first)
+    assert learned == [FT, {**LLRD, BACKBONE: "big"}, {**LP, BACKBONE: "small"}]
     # one backbone: every configuration runs on it
     assert warm_start([compared], strategies, ("standard", "mean"), limit=5) == [FT, LLRD, LP]
 

@@ -143,9 +143,14 @@ def test_first_trials_put_a_learned_backbone_choice_first_unless_hopeless_here()
     portfolio = [{BACKBONE: "a", "strategy": "q"}, {BACKBONE: "d", "strategy": "p"}, {"strategy": "p"},
                  {"strategy": "q"}]
     assert first_trials(ranked, portfolio) == [
-        {BACKBONE: "a", "strategy": "q"},  # learned: first, before the cheaper backbone's
+        {BACKBONE: "a", "strategy": "q"},  # learned: at its place, before the cheaper backbone's
         {BACKBONE: "b", "strategy": "p"}, {BACKBONE: "a", "strategy": "p"},
         {BACKBONE: "b", "strategy": "q"}]  # (a, q) ran first: not again
+    # at its own place: after the spread entries the portfolio puts before it
+    later = [{"strategy": "p"}, {BACKBONE: "a", "strategy": "r"}, {"strategy": "q"}]
+    assert first_trials(ranked, later) == [
+        {BACKBONE: "b", "strategy": "p"}, {BACKBONE: "a", "strategy": "p"}, {BACKBONE: "a", "strategy": "r"},
+        {BACKBONE: "b", "strategy": "q"}, {BACKBONE: "a", "strategy": "q"}]
 
 
 def test_the_sampler_is_offered_the_backbones_not_hopeless(tmp_path):
