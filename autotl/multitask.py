@@ -218,12 +218,16 @@ class MultiTaskHead(nn.Module):
 
 
 def build_head(hidden_size: int, tasks: Sequence[TaskSpec], dropout: float) -> MultiTaskHead:
-    """A fresh head; a regression task's bias starts at its targets' mean (as build_model does)."""
+    """A fresh head; a regression task's bias starts at its targets' mean (as build_model does)
+    and its weights at its targets' spread: its first outputs then vary about as much as its
+    targets do, so its loss (MSE over their variance) starts near 1 whatever their units, not
+    at (initial output noise)^2 / variance (about 10^4 for values in thousandths)."""
     head = MultiTaskHead(hidden_size, [t.width for t in tasks], dropout)
     with torch.no_grad():
         for t, linear in zip(tasks, head.heads):
             if t.kind == "regression":
                 linear.bias.fill_(t.mean)
+                linear.weight.mul_(t.scale ** 0.5)
     return head
 
 

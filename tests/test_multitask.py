@@ -91,6 +91,18 @@ def test_a_regression_task_s_loss_is_its_mse_over_the_training_targets_variance(
     assert mt.TaskSpec.from_json(score.as_json()) == score
 
 
+def test_a_regression_task_s_first_loss_is_near_1_whatever_its_units():
+    torch.manual_seed(0)
+    features = torch.randn(256, 32) * 3.0
+    for spread in (1e-3, 1.0, 1e3):
+        task = mt.TaskSpec("score", "regression", (), mean=5.0 * spread, scale=spread ** 2)
+        head = mt.build_head(32, (task,), dropout=0.0)
+        targets = (5.0 + torch.randn(256)) * spread
+        with torch.no_grad():
+            first = mt.task_losses(head(features), targets[:, None], (task,))[0].item()
+        assert 0.5 < first < 20.0, (spread, first)
+
+
 def test_the_objective_is_the_mean_of_the_task_metrics_or_one_named_task():
     targets = np.array([[0, 0.0], [1, 1.0], [1, 2.0], [0, 3.0]], dtype=np.float32)
     predicted = np.array([[0, 0.0], [1, 1.0], [0, 2.0], [1, 4.0]], dtype=np.float32)  # accuracy 0.5

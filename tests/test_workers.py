@@ -213,10 +213,11 @@ def test_memory_returns_to_its_baseline_between_trials(tiny_csv, tmp_path, monke
     assert len(after_trial) == 6
     # A leak grows the RSS by one trial's model every trial (~50 MiB); the allocator alone
     # moves it up and down by up to ~75 MiB (seen: 571, 628, 643, 645, 591 MiB, no leak), so
-    # the test reads the trend after the first trial (allocator pools and caches warm), not a peak.
+    # the test reads the trend after the first trial (allocator pools and caches warm), not a peak
+    # or the last value (either can sit 75 MiB up without a leak).
     later = np.array(after_trial[1:])
     slope = np.polyfit(np.arange(len(later)), later, 1)[0]
-    assert slope < 20 and later[-1] - later[0] < 60, after_trial
+    assert slope < 25, after_trial  # a 50 MiB-a-trial leak: slope 52 (checked)
 
 
 @pytest.mark.parametrize("pruner, kind", [("none", optuna.pruners.NopPruner), ("halving", None)])
