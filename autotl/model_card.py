@@ -124,9 +124,13 @@ def _body(info: dict, leaderboard, dataset: str, standard: bool) -> list[str]:
                   # truncation=True: long pairs cut longest_first at the saved max length, as autotl cuts them
                   'classify({"text": "the first text", "text_pair": "the second text"}, truncation=True)' if pair
                   else 'classify("some text")', "```", ""]
+    several = task == "multitask"
     lines += ["```python", "import autotl", "",
-              'predictions = autotl.predict("path/to/best", "new.csv")  # a DataFrame: prediction (and probabilities)',
-              'model, tokenizer, info = autotl.load("path/to/best")  # the PyTorch model itself', "```", "",
+              'predictions = autotl.predict("path/to/best", "new.csv")  # a DataFrame: '
+              + ("one column per task (and prob_<task>_<label>)" if several else "prediction (and probabilities)"),
+              'model, tokenizer, info = autotl.load("path/to/best")  # the PyTorch model itself',
+              *(["# its outputs, per task: autotl.task_outputs(model(input_ids, attention_mask), info)"] if several
+                else []), "```", "",
               "or from a shell: `autotl predict path/to/run new.csv`"
               + (f" (new.csv with columns `{pair[0]}` and `{pair[1]}`)." if pair else "."), "",
               "## Limitations", "",

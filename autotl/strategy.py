@@ -142,6 +142,8 @@ class Strategy(Protocol):
     # size, weight decay; the head stays this one's) replace these defaults in the first trial (portfolio.py)
     # optional `opt_in: str`: why it is searched only when the user names it (--strategies);
     # `offered` leaves it out of a search over every installed strategy, saying so
+    # optional `reads_unlabeled: bool`: it learns from the unlabeled rows (`Stage.start`'s
+    # context); the summary and the report count its trials as the ones that read them
 
     def search_space(self, trial) -> dict[str, Any]:
         """Suggest this strategy's parameters; keys are ``f"{name}.{param}"``."""

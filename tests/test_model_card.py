@@ -50,6 +50,14 @@ def test_a_mean_pooled_head_is_not_offered_to_transformers_pipeline():
     assert "pipeline(" not in card.text and "model, tokenizer, info = autotl.load(" in card.text
 
 
+def test_a_multitask_card_shows_per_task_columns_and_task_outputs():
+    info = {**INFO, "head": {"pooling": "mean", "pipeline_compatible": False, "multitask": True},
+            "data": {**INFO["data"], "task": "multitask", "label_col": "sentiment,score", "label_names": []}}
+    text = ModelCard(card_text(info)).text
+    assert "one column per task" in text and "autotl.task_outputs(" in text
+    assert "autotl.task_outputs(" not in ModelCard(card_text(INFO)).text
+
+
 @pytest.mark.parametrize("name, expected", [("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"),
                                             ("bert-base-uncased", None), ("org/model", "org/model"),
                                             (None, None)])
