@@ -188,11 +188,15 @@ def join_study(storage, study_name: str) -> tuple[optuna.Study, "RunConfig"]:
     with one seed would propose the same configuration at the same time."""
     study = load_study(storage, study_name)
     config = load_config(study)
-    first = sum(PRIOR_RANK in t.user_attrs and REQUEUED_FROM not in t.user_attrs
-                for t in study.get_trials(deepcopy=False))  # the enqueued first trials
-    study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(None, first),
-                              pruner=make_pruner(config.pruner))
+    study = optuna.load_study(study_name=study_name, storage=storage,
+                              sampler=make_sampler(None, _first_trial_count(study)), pruner=make_pruner(config.pruner))
     return study, config
+
+
+def _first_trial_count(study) -> int:
+    """How many first trials the search enqueued (its portfolio), re-queued ones left out."""
+    return sum(PRIOR_RANK in t.user_attrs and REQUEUED_FROM not in t.user_attrs
+               for t in study.get_trials(deepcopy=False))
 
 
 def create_or_resume(*, storage, study_name: str, identity: dict, maximize: bool, seed: int,
@@ -222,6 +226,8 @@ def create_or_resume(*, storage, study_name: str, identity: dict, maximize: bool
             study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
         return study
     check_identity(study, identity, joining=False)
+    # resumed: the sampler waits out the same first trials as when the study was new
+    study.sampler = make_sampler(seed, first_trials=_first_trial_count(study))
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     log.info("resuming study '%s': %d finished trials", study_name, done)
     return study

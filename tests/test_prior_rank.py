@@ -33,3 +33,13 @@ def test_a_requeued_trial_keeps_its_rank():
     assert recover_dead_trials(study) == 1
     requeued = [t for t in study.trials if t.state.name == "WAITING"]
     assert [(t.user_attrs[REQUEUED_FROM], t.user_attrs[PRIOR_RANK]) for t in requeued] == [(trial.number, 4)]
+
+
+def test_a_resumed_study_s_sampler_waits_out_the_same_first_trials():
+    storage = optuna.storages.InMemoryStorage()
+    portfolio = [{"strategy": f"s{i}"} for i in range(8)]
+    kw = dict(storage=storage, study_name="s", identity={"data": "x"}, maximize=True, seed=0)
+    new = create_or_resume(**kw, portfolio=portfolio)
+    resumed = create_or_resume(**kw, portfolio=lambda: [])  # resuming computes no portfolio
+    assert new.sampler._n_startup_trials == resumed.sampler._n_startup_trials == 8
+    assert resumed.sampler._multivariate and resumed.sampler._group
