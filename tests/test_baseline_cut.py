@@ -29,7 +29,7 @@ def test_the_report_and_the_summary_say_the_baseline_was_cut():
     assert not any("cut it short" in line for line in whole)
     assert any("the baseline ran 1 of its 3 epochs: the --timeout cut it short" in line for line in cut)
     result = SimpleNamespace(leaderboard=[{"trial": 1, "strategy": "full_finetune", "head": "mean"}], chosen=1,
-                             final={}, best_score=0.9, metric="accuracy", best_model="best", test_scores=None,
+                             final={}, best_score=0.9, metric="accuracy", best_model="best", test_scores=None, unlabeled=None,
                              decision=_cut(DECISION))
     summary = cli._summary(result)
     assert "margin over the baseline recipe (trial 2): +0.2550" in summary and "cut it short" in summary

@@ -345,7 +345,7 @@ def test_the_best_line_of_a_soup_shows_the_soups_own_validation_score():
 
     result = SimpleNamespace(
         leaderboard=[{"trial": 0, "strategy": "full_finetune", "head": "mean"}], chosen=0, best_score=0.8625,
-        metric="accuracy", best_model="run/best", decision=None, test_scores=None,
+        metric="accuracy", best_model="run/best", decision=None, test_scores=None, unlabeled=None,
         final={"soup": {"members": [0, 1], "val": 0.87, "base_val": 0.8625}})
     assert _summary(result).strip() == ("best: a soup of trials 0, 1 from trial 0 full_finetune/mean "
                                         "accuracy=0.8700 (trial 0 alone: 0.8625) -> run/best")
