@@ -105,17 +105,18 @@ def trial_setup(target, backbone, tokenizer, strategies: dict[str, Registered], 
     from .batching import concat, encode
 
     def enc(split, name, truncation=HEAD):
+        return enc_texts(split.texts, split.targets, name, truncation)
+
+    def enc_texts(texts, targets, name, truncation):
         cut = "" if truncation == HEAD else f":{truncation}"  # the head cut keeps its old cache keys
-        return encode(tokenizer, split.texts, split.targets, max_length,
+        return encode(tokenizer, texts, targets, max_length,
                       key=f"{target.fingerprint}:{name}:{backbone.path}:{max_length}{cut}", truncation=truncation)
 
     regression = target.task.value == "regression"
     def enc_unlabeled(truncation=HEAD):
         if not target.unlabeled:
             return None
-        cut = "" if truncation == HEAD else f":{truncation}"
-        return encode(tokenizer, target.unlabeled, np.full(len(target.unlabeled), -1), max_length,
-                      key=f"{target.fingerprint}:unlabeled:{backbone.path}:{max_length}{cut}", truncation=truncation)
+        return enc_texts(target.unlabeled, np.full(len(target.unlabeled), -1), "unlabeled", truncation)
 
     unlabeled = enc_unlabeled()
     train = enc(target.train, "train")

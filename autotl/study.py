@@ -188,8 +188,8 @@ def join_study(storage, study_name: str) -> tuple[optuna.Study, "RunConfig"]:
     with one seed would propose the same configuration at the same time."""
     study = load_study(storage, study_name)
     config = load_config(study)
-    study = optuna.load_study(study_name=study_name, storage=storage,
-                              sampler=make_sampler(None, _first_trial_count(study)), pruner=make_pruner(config.pruner))
+    study.sampler = make_sampler(None, _first_trial_count(study))
+    study.pruner = make_pruner(config.pruner)
     return study, config
 
 
